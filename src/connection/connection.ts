@@ -1,0 +1,440 @@
+import { EventEmitter } from "node:events";
+import type { Duplex } from "node:stream";
+import { CloseCode } from "../protocol/constants.js";
+import { ProtocolError } from "../protocol/errors.js";
+import type { DeflateParams, PerMessageDeflateOptions } from "../protocol/permessage-deflate.js";
+import {
+  encodeClosePayload,
+  Protocol,
+  type ProtocolHandler,
+  type Role,
+} from "../protocol/protocol.js";
+import { PerMessageDeflate } from "./deflate.js";
+import { scheduleFlush } from "./flush.js";
+import { Sender } from "./sender.js";
+
+/**
+ * Binds the protocol core to a byte stream: a net.Socket, a TLS socket or any Duplex. It owns
+ * what the core may not: the socket, timers (heartbeat, close timeout), zlib, and backpressure.
+ */
+
+export interface HeartbeatOptions {
+  /** Milliseconds between pings. */
+  interval: number;
+  /** Milliseconds to wait for the pong before the peer is declared dead. */
+  timeout: number;
+}
+
+export interface ConnectionOptions {
+  role: Role;
+  maxMessageSize?: number;
+  maxFragments?: number;
+  maxBufferedBytes?: number;
+  /** The negotiated permessage-deflate parameters, or null. */
+  deflate?: { params: DeflateParams; options?: PerMessageDeflateOptions } | null;
+  /** The negotiated subprotocol ("" for none). */
+  protocol?: string;
+  /** The negotiated Sec-WebSocket-Extensions value ("" for none). */
+  extensions?: string;
+  heartbeat?: HeartbeatOptions | false;
+  /** Milliseconds the peer gets to finish the closing handshake before the socket is destroyed. */
+  closeTimeout?: number;
+  /** Buffered outgoing bytes above which reading from the peer pauses. */
+  highWaterMark?: number;
+}
+
+export type ReadyState = "open" | "closing" | "closed";
+
+/** Errors the connection reports that are not the peer's protocol violations. */
+export class ConnectionError extends Error {
+  override readonly name = "ConnectionError";
+  constructor(
+    readonly code:
+      | "WS_ERR_HEARTBEAT_TIMEOUT"
+      | "WS_ERR_CLOSE_TIMEOUT"
+      | "WS_ERR_TRANSPORT"
+      | "WS_ERR_SEND_FAILED",
+    message: string,
+    options?: { cause?: unknown },
+  ) {
+    super(message, options);
+  }
+}
+
+export interface WebSocketConnectionEvents {
+  message: [data: Buffer, isBinary: boolean];
+  ping: [data: Buffer];
+  pong: [data: Buffer];
+  close: [code: number, reason: string];
+  error: [error: ProtocolError | ConnectionError];
+  drain: [];
+}
+
+export const DEFAULT_CLOSE_TIMEOUT = 10_000;
+export const DEFAULT_HIGH_WATER_MARK = 1024 * 1024;
+
+export class WebSocketConnection extends EventEmitter<WebSocketConnectionEvents> {
+  readonly protocol: string;
+  readonly extensions: string;
+  readonly remoteAddress: string | undefined;
+
+  private readonly socket: Duplex;
+  private readonly core: Protocol;
+  private readonly codec: PerMessageDeflate | null;
+  private readonly sender: Sender;
+  private readonly closeTimeout: number;
+  private readonly highWaterMark: number;
+
+  /** Output gathered during this event-loop turn; it leaves in one write. */
+  private pendingChunks: Uint8Array[] = [];
+  private pendingBytes = 0;
+  private flushScheduled = false;
+  private endAfterFlush = false;
+  private closeRequested = false;
+  private closed = false;
+  private readingPaused = false;
+  private userPaused = false;
+  private waitingForDrain = false;
+
+  private heartbeatTimer: NodeJS.Timeout | null = null;
+  private pongTimer: NodeJS.Timeout | null = null;
+  private closeTimer: NodeJS.Timeout | null = null;
+
+  constructor(socket: Duplex, options: ConnectionOptions, head?: Buffer) {
+    super();
+    this.socket = socket;
+    this.protocol = options.protocol ?? "";
+    this.extensions = options.extensions ?? "";
+    this.remoteAddress = (socket as { remoteAddress?: string }).remoteAddress;
+    this.closeTimeout = options.closeTimeout ?? DEFAULT_CLOSE_TIMEOUT;
+    this.highWaterMark = options.highWaterMark ?? DEFAULT_HIGH_WATER_MARK;
+    this.codec = options.deflate
+      ? new PerMessageDeflate(options.deflate.params, options.role, options.deflate.options)
+      : null;
+    this.core = new Protocol(
+      {
+        role: options.role,
+        maxMessageSize: options.maxMessageSize,
+        maxFragments: options.maxFragments,
+        maxBufferedBytes: options.maxBufferedBytes,
+        compression: this.codec !== null,
+      },
+      this.coreHandler(),
+    );
+    this.sender = new Sender(this.core, this.codec, (error) => this.sendFailed(error));
+
+    const netSocket = socket as {
+      setNoDelay?: (noDelay: boolean) => void;
+      setTimeout?: (ms: number) => void;
+    };
+    netSocket.setNoDelay?.(true);
+    netSocket.setTimeout?.(0);
+    socket.on("data", (chunk: Buffer) => this.onData(chunk));
+    socket.on("drain", () => this.onDrain());
+    socket.on("error", (error: Error) => this.onSocketError(error));
+    socket.on("end", () => this.onEnd());
+    socket.on("close", () => this.onSocketClose());
+
+    if (options.heartbeat) this.startHeartbeat(options.heartbeat);
+    if (head !== undefined && head.length > 0) this.core.receive(head);
+  }
+
+  get readyState(): ReadyState {
+    if (this.closed) return "closed";
+    if (this.closeRequested) return "closing";
+    return this.core.state;
+  }
+
+  /** Bytes accepted by `send` but not yet handed to the operating system. */
+  get bufferedAmount(): number {
+    return this.pendingBytes + this.socket.writableLength;
+  }
+
+  /**
+   * Sends a message. Strings go as text, bytes as binary unless `binary` says otherwise.
+   * Returns false when the connection no longer accepts messages.
+   */
+  send(data: string | Uint8Array, options?: { binary?: boolean; compress?: boolean }): boolean {
+    if (this.readyState !== "open") return false;
+    const isString = typeof data === "string";
+    const payload = isString ? Buffer.from(data) : data;
+    const isBinary = options?.binary ?? !isString;
+    this.sender.send(payload, isBinary, options?.compress ?? true);
+    return true;
+  }
+
+  /** Sends one message as fragments, one per chunk `source` yields (RFC 6455 section 5.4). */
+  sendStream(
+    source: AsyncIterable<Uint8Array | string> | Iterable<Uint8Array | string>,
+    options?: { binary?: boolean; compress?: boolean },
+  ): Promise<void> {
+    if (this.readyState !== "open") {
+      return Promise.reject(new ConnectionError("WS_ERR_SEND_FAILED", "connection is not open"));
+    }
+    return this.sender.stream(source, options?.binary ?? true, options?.compress ?? true);
+  }
+
+  ping(data: string | Uint8Array = Buffer.alloc(0)): boolean {
+    return this.core.ping(typeof data === "string" ? Buffer.from(data) : data);
+  }
+
+  pong(data: string | Uint8Array = Buffer.alloc(0)): boolean {
+    return this.core.pong(typeof data === "string" ? Buffer.from(data) : data);
+  }
+
+  /**
+   * Starts the closing handshake (RFC 6455 section 7.1.2) after every message already sent.
+   * Throws on a code that may not be sent (section 7.4) or a reason over 123 bytes.
+   */
+  close(code?: number, reason = ""): void {
+    // Validate now, so a bad code throws at the caller even when the close frame is queued.
+    // The core's encoder owns the rules (RFC 6455 section 7.4).
+    if (code !== undefined || reason !== "") encodeClosePayload(code, reason);
+    if (this.closeRequested || this.closed || this.core.state !== "open") return;
+    this.closeRequested = true;
+    this.sender.close(code, reason);
+    this.armCloseTimer();
+  }
+
+  /** Drops the connection at once, without a closing handshake. */
+  terminate(): void {
+    if (this.closed) return;
+    this.sender.stop();
+    this.socket.destroy();
+  }
+
+  /** Stops reading from the peer until `resume()`. */
+  pause(): void {
+    this.userPaused = true;
+    this.updateReading();
+  }
+
+  resume(): void {
+    this.userPaused = false;
+    this.updateReading();
+  }
+
+  // ─────────────────────────── core wiring ───────────────────────────
+
+  private coreHandler(): ProtocolHandler {
+    return {
+      output: (bytes) => this.queueOutput(bytes),
+      message: (data, isBinary) => this.emit("message", data, isBinary),
+      ping: (data) => this.emit("ping", data),
+      pong: (data) => this.onPong(data),
+      closeReceived: () => {
+        this.closeRequested = true;
+        this.stopHeartbeat();
+        this.armCloseTimer();
+      },
+      inflate: (payload, fin) => this.inflate(payload, fin),
+      error: (error) => this.report(error),
+      closeTransport: () => this.endTransport(),
+    };
+  }
+
+  private onData(chunk: Buffer): void {
+    this.core.receive(chunk);
+    if (this.core.inflating) this.updateReading();
+  }
+
+  private inflate(payload: Buffer, fin: boolean): void {
+    this.updateReading();
+    this.codec!.decompress(payload, fin, this.core.inflateBudget).then(
+      (chunks) => {
+        if (this.closed) return;
+        this.core.inflated(chunks);
+        this.updateReading();
+      },
+      (error: unknown) => {
+        if (this.closed) return;
+        this.core.inflateFailed(
+          error instanceof ProtocolError
+            ? error
+            : new ProtocolError(
+                "WS_ERR_INVALID_COMPRESSED_DATA",
+                CloseCode.InvalidPayload,
+                String(error),
+              ),
+        );
+      },
+    );
+  }
+
+  private onPong(data: Buffer): void {
+    if (this.pongTimer !== null) {
+      clearTimeout(this.pongTimer);
+      this.pongTimer = null;
+    }
+    this.emit("pong", data);
+  }
+
+  private report(error: ProtocolError | ConnectionError): void {
+    if (this.listenerCount("error") > 0) this.emit("error", error);
+  }
+
+  private sendFailed(error: Error): void {
+    this.report(
+      new ConnectionError("WS_ERR_SEND_FAILED", `send failed: ${error.message}`, { cause: error }),
+    );
+    if (this.core.state === "open") {
+      this.core.sendClose(CloseCode.InternalError, "");
+      this.closeRequested = true;
+      this.armCloseTimer();
+    }
+  }
+
+  // ─────────────────────────── output and corking ───────────────────────────
+
+  private queueOutput(bytes: Uint8Array): void {
+    if (this.closed) return;
+    this.pendingChunks.push(bytes);
+    this.pendingBytes += bytes.length;
+    if (!this.flushScheduled) {
+      this.flushScheduled = true;
+      scheduleFlush(this);
+    }
+    if (this.pendingBytes > this.highWaterMark) this.updateReading();
+  }
+
+  /** Writes everything gathered this turn in one write. Called by the flush scheduler. */
+  flush(): void {
+    this.flushScheduled = false;
+    const chunks = this.pendingChunks;
+    const total = this.pendingBytes;
+    if (chunks.length > 0 && !this.closed && !this.socket.destroyed) {
+      this.pendingChunks = [];
+      this.pendingBytes = 0;
+      let ok: boolean;
+      if (chunks.length === 1) {
+        ok = this.socket.write(chunks[0]);
+      } else if (total <= 65536) {
+        ok = this.socket.write(Buffer.concat(chunks, total));
+      } else {
+        // Large payloads are not copied: corked writes leave as one writev.
+        this.socket.cork();
+        for (const chunk of chunks) this.socket.write(chunk);
+        this.socket.uncork();
+        ok = !this.socket.writableNeedDrain;
+      }
+      if (!ok) {
+        this.waitingForDrain = true;
+        this.updateReading();
+      }
+    }
+    if (this.endAfterFlush && !this.socket.destroyed) {
+      this.endAfterFlush = false;
+      this.socket.end();
+    }
+  }
+
+  private onDrain(): void {
+    if (!this.waitingForDrain) return;
+    this.waitingForDrain = false;
+    this.updateReading();
+    this.emit("drain");
+  }
+
+  /** Reading pauses while the peer's output backs up, while inflating, or on request. */
+  private updateReading(): void {
+    if (this.closed) return;
+    const shouldPause =
+      this.userPaused || this.core.inflating || this.bufferedAmount > this.highWaterMark;
+    if (shouldPause === this.readingPaused) return;
+    this.readingPaused = shouldPause;
+    if (shouldPause) this.socket.pause();
+    else this.socket.resume();
+  }
+
+  // ─────────────────────────── closing ───────────────────────────
+
+  /** The core says the TCP connection should close: flush, then half-close. */
+  private endTransport(): void {
+    this.closeRequested = true;
+    this.stopHeartbeat();
+    this.sender.stop();
+    this.endAfterFlush = true;
+    if (!this.flushScheduled) {
+      this.flushScheduled = true;
+      scheduleFlush(this);
+    }
+    // Keep reading (and discarding) so the peer's late bytes never turn our FIN into a reset,
+    // but not forever.
+    if (this.readingPaused) {
+      this.readingPaused = false;
+      this.socket.resume();
+    }
+    this.armCloseTimer();
+  }
+
+  private armCloseTimer(): void {
+    if (this.closeTimer !== null || this.closed) return;
+    this.closeTimer = setTimeout(() => {
+      this.closeTimer = null;
+      this.report(
+        new ConnectionError("WS_ERR_CLOSE_TIMEOUT", "the peer did not finish closing in time"),
+      );
+      this.socket.destroy();
+    }, this.closeTimeout);
+    this.closeTimer.unref();
+  }
+
+  private onEnd(): void {
+    // The peer half-closed. A client whose closing handshake is done now closes too (section
+    // 7.1.1); in every other case the connection is over as well.
+    if (!this.socket.destroyed) this.socket.end();
+  }
+
+  private onSocketError(error: Error): void {
+    const code = (error as NodeJS.ErrnoException).code;
+    // A reset after the closing handshake is how many peers say goodbye; not worth a report.
+    if (!(this.core.state === "closed" && code === "ECONNRESET")) {
+      this.report(new ConnectionError("WS_ERR_TRANSPORT", error.message, { cause: error }));
+    }
+    this.socket.destroy();
+  }
+
+  private onSocketClose(): void {
+    if (this.closed) return;
+    this.closed = true;
+    this.stopHeartbeat();
+    if (this.closeTimer !== null) clearTimeout(this.closeTimer);
+    this.closeTimer = null;
+    this.sender.stop();
+    this.codec?.close();
+    this.pendingChunks = [];
+    this.pendingBytes = 0;
+    const { code, reason } = this.core.transportClosed();
+    this.emit("close", code, reason);
+  }
+
+  // ─────────────────────────── heartbeat ───────────────────────────
+
+  private startHeartbeat(options: HeartbeatOptions): void {
+    this.heartbeatTimer = setInterval(() => {
+      if (this.core.state !== "open") return;
+      if (this.pongTimer === null) {
+        this.pongTimer = setTimeout(() => {
+          this.pongTimer = null;
+          this.report(
+            new ConnectionError(
+              "WS_ERR_HEARTBEAT_TIMEOUT",
+              `no pong within ${options.timeout} ms of a ping`,
+            ),
+          );
+          this.socket.destroy();
+        }, options.timeout);
+        this.pongTimer.unref();
+      }
+      this.core.ping();
+    }, options.interval);
+    this.heartbeatTimer.unref();
+  }
+
+  private stopHeartbeat(): void {
+    if (this.heartbeatTimer !== null) clearInterval(this.heartbeatTimer);
+    if (this.pongTimer !== null) clearTimeout(this.pongTimer);
+    this.heartbeatTimer = null;
+    this.pongTimer = null;
+  }
+}

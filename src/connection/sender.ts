@@ -1,0 +1,152 @@
+import type { Protocol } from "../protocol/protocol.js";
+import type { PerMessageDeflate } from "./deflate.js";
+
+/**
+ * Orders outgoing messages. Frames of one message may not interleave with another's (RFC 6455
+ * section 5.4) and compression is asynchronous, so a message sent after a compressed one, or
+ * during a streamed one, waits its turn here. With nothing in flight a message goes straight to
+ * the core: the common uncompressed case costs no queueing at all.
+ */
+
+type Operation =
+  | { kind: "message"; data: Uint8Array; isBinary: boolean; compress: boolean }
+  | { kind: "close"; code: number | undefined; reason: string }
+  | { kind: "stream"; run: () => Promise<void> };
+
+export class Sender {
+  private readonly queue: Operation[] = [];
+  private busy = false;
+  private stopped = false;
+
+  constructor(
+    private readonly core: Protocol,
+    private readonly codec: PerMessageDeflate | null,
+    private readonly onFailure: (error: Error) => void,
+  ) {}
+
+  /** True while something is compressing or streaming. */
+  get idle(): boolean {
+    return !this.busy && this.queue.length === 0;
+  }
+
+  send(data: Uint8Array, isBinary: boolean, compress: boolean): void {
+    if (this.stopped) return;
+    const deflate = this.wantsDeflate(data, compress);
+    if (!this.busy && this.queue.length === 0 && !deflate) {
+      this.core.sendMessage(data, isBinary);
+      return;
+    }
+    this.queue.push({ kind: "message", data, isBinary, compress: deflate });
+    this.drain();
+  }
+
+  close(code: number | undefined, reason: string): void {
+    if (this.stopped) return;
+    if (!this.busy && this.queue.length === 0) {
+      this.core.sendClose(code, reason);
+      return;
+    }
+    this.queue.push({ kind: "close", code, reason });
+  }
+
+  /** Sends one message whose fragments come from `source` (section 5.4). */
+  stream(
+    source: AsyncIterable<Uint8Array | string> | Iterable<Uint8Array | string>,
+    isBinary: boolean,
+    compress: boolean,
+  ): Promise<void> {
+    return new Promise<void>((resolve, reject) => {
+      const run = async (): Promise<void> => {
+        try {
+          await this.writeStream(source, isBinary, compress);
+          resolve();
+        } catch (error) {
+          reject(error);
+          throw error;
+        }
+      };
+      this.queue.push({ kind: "stream", run });
+      this.drain();
+    });
+  }
+
+  /** Drops everything queued: the connection is gone. */
+  stop(): void {
+    this.stopped = true;
+    this.queue.length = 0;
+  }
+
+  private wantsDeflate(data: Uint8Array, compress: boolean): boolean {
+    return compress && this.codec !== null && data.length >= this.codec.threshold;
+  }
+
+  private drain(): void {
+    if (this.busy) return;
+    while (this.queue.length > 0 && !this.stopped) {
+      const operation = this.queue[0];
+      if (operation.kind === "close") {
+        this.queue.shift();
+        this.core.sendClose(operation.code, operation.reason);
+        continue;
+      }
+      if (operation.kind === "message" && !operation.compress) {
+        this.queue.shift();
+        this.core.sendMessage(operation.data, operation.isBinary);
+        continue;
+      }
+      this.busy = true;
+      this.queue.shift();
+      const done =
+        operation.kind === "stream"
+          ? operation.run()
+          : this.writeCompressed(operation.data, operation.isBinary);
+      done.then(
+        () => {
+          this.busy = false;
+          this.drain();
+        },
+        (error: Error) => {
+          // A message left half-sent (a failed stream or compressor) cannot be followed by
+          // anything without breaking framing: the connection closes.
+          this.busy = false;
+          this.stop();
+          this.onFailure(error);
+        },
+      );
+      return;
+    }
+  }
+
+  private async writeCompressed(data: Uint8Array, isBinary: boolean): Promise<void> {
+    const compressed = await this.codec!.compress(data, true);
+    if (!this.stopped) this.core.sendMessage(compressed, isBinary, true);
+  }
+
+  private async writeStream(
+    source: AsyncIterable<Uint8Array | string> | Iterable<Uint8Array | string>,
+    isBinary: boolean,
+    compress: boolean,
+  ): Promise<void> {
+    const deflate = compress && this.codec !== null;
+    // One chunk is held back so the last one can carry FIN.
+    let held: Uint8Array | null = null;
+    for await (const piece of source) {
+      const chunk = typeof piece === "string" ? Buffer.from(piece) : piece;
+      if (held !== null) await this.writeFragment(held, isBinary, false, deflate);
+      if (this.stopped) return;
+      held = chunk;
+    }
+    await this.writeFragment(held ?? Buffer.alloc(0), isBinary, true, deflate);
+  }
+
+  private async writeFragment(
+    chunk: Uint8Array,
+    isBinary: boolean,
+    fin: boolean,
+    deflate: boolean,
+  ): Promise<void> {
+    const payload = deflate ? await this.codec!.compress(chunk, fin) : chunk;
+    if (this.stopped) return;
+    this.core.sendFragment(payload, isBinary, fin, deflate);
+  }
+}

@@ -1,0 +1,688 @@
+import { randomFillSync } from "node:crypto";
+import { CloseState, type ConnectionState } from "./close-state.js";
+import {
+  CloseCode,
+  isValidWireCloseCode,
+  MAX_CLOSE_REASON_BYTES,
+  MAX_CONTROL_PAYLOAD,
+  Opcode,
+} from "./constants.js";
+import { type ProtocolError, protocolError } from "./errors.js";
+import { encodeFrame } from "./frame.js";
+import { applyMask } from "./mask.js";
+import { isValidUtf8, Utf8Validator } from "./utf8.js";
+
+/**
+ * The WebSocket protocol core: bytes in, events and bytes out. It owns framing (RFC 6455
+ * section 5), message assembly, UTF-8 validation, limits and the closing handshake, and does no
+ * I/O: no sockets, no timers, no zlib. The layer above feeds it received bytes, writes what it
+ * outputs, inflates compressed payloads it hands out, and closes the transport when told to.
+ */
+
+export type Role = "server" | "client";
+
+export interface ProtocolOptions {
+  role: Role;
+  /** Largest message, after decompression, in bytes. Larger ones close with 1009. */
+  maxMessageSize?: number;
+  /** Most frames one message may span. More close with 1009. */
+  maxFragments?: number;
+  /**
+   * Most bytes held for the peer at once: the message being assembled plus input waiting while
+   * a compressed frame is inflated. More close with 1009.
+   */
+  maxBufferedBytes?: number;
+  /** permessage-deflate was negotiated: RSV1 marks compressed messages (RFC 7692 section 6). */
+  compression?: boolean;
+  /** Source of client masking keys; tests pin it. Defaults to a CSPRNG (section 5.3). */
+  maskKey?: () => Uint8Array;
+}
+
+export interface ProtocolHandler {
+  /** Bytes to write to the transport, in order. */
+  output(bytes: Uint8Array): void;
+  message(data: Buffer, isBinary: boolean): void;
+  /** A ping arrived; the core has already queued the pong (section 5.5.2). */
+  ping(data: Buffer): void;
+  pong(data: Buffer): void;
+  /** The peer's close frame arrived (1005 when it carried no code). */
+  closeReceived(code: number, reason: string): void;
+  /**
+   * A compressed frame payload needs inflating. The core stops processing input until
+   * `inflated()` or `inflateFailed()` is called; `inflateBudget` bounds the output.
+   */
+  inflate(payload: Buffer, fin: boolean): void;
+  /** The peer broke the protocol or a limit; a close frame with `error.closeCode` was queued. */
+  error(error: ProtocolError): void;
+  /** The transport should be closed now (after writing what was output). */
+  closeTransport(): void;
+}
+
+export const DEFAULT_MAX_MESSAGE_SIZE = 64 * 1024 * 1024;
+export const DEFAULT_MAX_FRAGMENTS = 131_072;
+
+// Parser states.
+const READ_HEADER = 0;
+const READ_PAYLOAD = 1;
+const INFLATING = 2;
+const STOPPED = 3;
+
+const EMPTY = Buffer.alloc(0);
+
+export class Protocol {
+  readonly role: Role;
+  readonly maxMessageSize: number;
+  readonly maxFragments: number;
+  readonly maxBufferedBytes: number;
+  readonly compression: boolean;
+  readonly close: CloseState = new CloseState();
+
+  private readonly handler: ProtocolHandler;
+  private readonly maskKey: (() => Uint8Array) | null;
+  private readonly expectMasked: boolean;
+
+  private parseState = READ_HEADER;
+  // The frame being read.
+  private readonly header = Buffer.allocUnsafe(14);
+  private headerFilled = 0;
+  private fin = false;
+  private opcode = 0;
+  private readonly frameMask = Buffer.allocUnsafe(4);
+  private masked = false;
+  private payloadLength = 0;
+  private payload: Buffer | null = null;
+  private payloadFilled = 0;
+  private maskPhase = 0;
+  /** The partial payload was already UTF-8 checked piece by piece. */
+  private payloadValidated = false;
+  // The message being assembled.
+  private messageOpcode = 0;
+  private messageCompressed = false;
+  private fragments: Buffer[] = [];
+  private fragmentCount = 0;
+  private messageSize = 0;
+  private wireSize = 0;
+  private readonly utf8 = new Utf8Validator();
+  private inflatingFin = false;
+  private inflateInput: Buffer | null = null;
+  /** Input that arrived while a frame was being inflated. */
+  private pending: Buffer[] = [];
+  private pendingBytes = 0;
+  // What we send.
+  private sendingFragmented = false;
+
+  constructor(options: ProtocolOptions, handler: ProtocolHandler) {
+    this.role = options.role;
+    this.maxMessageSize = options.maxMessageSize ?? DEFAULT_MAX_MESSAGE_SIZE;
+    this.maxFragments = options.maxFragments ?? DEFAULT_MAX_FRAGMENTS;
+    this.maxBufferedBytes = options.maxBufferedBytes ?? 2 * this.maxMessageSize;
+    this.compression = options.compression ?? false;
+    this.handler = handler;
+    this.expectMasked = this.role === "server";
+    this.maskKey = this.role === "client" ? (options.maskKey ?? randomMaskKey) : null;
+  }
+
+  get state(): ConnectionState {
+    return this.close.state;
+  }
+
+  /** Bytes of output the peer may still produce for the current message before 1009. */
+  get inflateBudget(): number {
+    return this.maxMessageSize - this.messageSize;
+  }
+
+  /** True while the core waits for `inflated()` or `inflateFailed()`. */
+  get inflating(): boolean {
+    return this.parseState === INFLATING;
+  }
+
+  // ───────────────────────────── input ─────────────────────────────
+
+  /** Feeds bytes received from the transport. Any split of the input gives the same events. */
+  receive(chunk: Buffer): void {
+    if (this.parseState === STOPPED || chunk.length === 0) return;
+    if (this.parseState === INFLATING) {
+      this.pending.push(chunk);
+      this.pendingBytes += chunk.length;
+      if (this.pendingBytes + this.messageSize > this.maxBufferedBytes) {
+        this.fail(protocolError("WS_ERR_BUFFER_LIMIT", "too much input buffered while inflating"));
+      }
+      return;
+    }
+    this.parse(chunk, 0);
+  }
+
+  /** The inflated bytes of the frame last handed to `handler.inflate`. */
+  inflated(chunks: readonly Buffer[]): void {
+    if (this.parseState !== INFLATING) return;
+    const isText = this.messageOpcode === Opcode.Text;
+    for (const chunk of chunks) {
+      this.messageSize += chunk.length;
+      if (this.messageSize > this.maxMessageSize) {
+        this.fail(protocolError("WS_ERR_MESSAGE_TOO_BIG", "message exceeds the size limit"));
+        return;
+      }
+      if (isText && !this.utf8.write(chunk)) {
+        this.fail(protocolError("WS_ERR_INVALID_UTF8", "invalid UTF-8 in text message"));
+        return;
+      }
+      if (chunk.length > 0) this.fragments.push(chunk);
+    }
+    this.parseState = READ_HEADER;
+    if (this.inflatingFin) {
+      if (isText && !this.utf8.complete) {
+        this.fail(protocolError("WS_ERR_INVALID_UTF8", "text message ends inside a character"));
+        return;
+      }
+      this.deliverMessage();
+    }
+    this.resumePending();
+  }
+
+  /** Inflation failed: a corrupt stream (1007) or output past the size limit (1009). */
+  inflateFailed(error: ProtocolError): void {
+    if (this.parseState !== INFLATING) return;
+    this.parseState = READ_HEADER;
+    this.fail(error);
+  }
+
+  /** The transport is gone. Returns the close code and reason to report (section 7.1.5). */
+  transportClosed(): { code: number; reason: string; wasClean: boolean } {
+    this.close.transition("transport-closed");
+    this.parseState = STOPPED;
+    this.pending = [];
+    this.fragments = [];
+    this.payload = null;
+    return {
+      code: this.close.code,
+      reason: this.close.reason,
+      wasClean: this.close.handshakeComplete && !this.close.failed,
+    };
+  }
+
+  private resumePending(): void {
+    while (this.pending.length > 0 && this.parseState === READ_HEADER) {
+      const chunk = this.pending.shift()!;
+      this.pendingBytes -= chunk.length;
+      this.parse(chunk, 0);
+    }
+  }
+
+  private parse(chunk: Buffer, offset: number): void {
+    const length = chunk.length;
+    while (offset < length) {
+      if (this.parseState === READ_HEADER) {
+        offset = this.readHeader(chunk, offset);
+        if (offset < 0) return;
+        if (this.parseState === READ_HEADER) continue; // header incomplete or empty payload handled
+      }
+      if (this.parseState === READ_PAYLOAD) {
+        offset = this.readPayload(chunk, offset);
+        if (offset < 0) return;
+      }
+      if (this.parseState === INFLATING) {
+        if (offset < length) {
+          const rest = chunk.subarray(offset);
+          this.pending.unshift(rest);
+          this.pendingBytes += rest.length;
+        }
+        // Set aside first, so an inflater that answers synchronously resumes in order.
+        const input = this.inflateInput!;
+        this.inflateInput = null;
+        this.handler.inflate(input, this.inflatingFin);
+        return;
+      }
+      if (this.parseState === STOPPED) return;
+    }
+  }
+
+  /**
+   * Reads a frame header starting at `offset`. Returns the new offset, or -1 when the connection
+   * failed. On return the state is READ_PAYLOAD, or READ_HEADER with either the header still
+   * incomplete or an empty-payload frame already processed.
+   */
+  private readHeader(chunk: Buffer, offset: number): number {
+    let source: Buffer;
+    let at: number;
+    const available = chunk.length - offset;
+    if (this.headerFilled === 0 && available >= 2) {
+      const needed = frameHeaderSize(chunk[offset + 1]);
+      if (available >= needed) {
+        source = chunk;
+        at = offset;
+        offset += needed;
+      } else {
+        chunk.copy(this.header, 0, offset);
+        this.headerFilled = available;
+        return chunk.length;
+      }
+    } else {
+      // Gather a header split across reads in the scratch buffer.
+      if (this.headerFilled < 2) {
+        const take = Math.min(2 - this.headerFilled, available);
+        chunk.copy(this.header, this.headerFilled, offset, offset + take);
+        this.headerFilled += take;
+        offset += take;
+        if (this.headerFilled < 2) return offset;
+      }
+      const needed = frameHeaderSize(this.header[1]);
+      const take = Math.min(needed - this.headerFilled, chunk.length - offset);
+      chunk.copy(this.header, this.headerFilled, offset, offset + take);
+      this.headerFilled += take;
+      offset += take;
+      if (this.headerFilled < needed) return offset;
+      source = this.header;
+      at = 0;
+      this.headerFilled = 0;
+    }
+    if (!this.decodeHeader(source, at)) return -1;
+    if (this.payloadLength === 0) {
+      this.frameComplete(EMPTY);
+      return this.parseState === STOPPED ? -1 : offset;
+    }
+    this.parseState = READ_PAYLOAD;
+    return offset;
+  }
+
+  /** Applies the section 5.2 / 5.4 / 5.5 rules to a complete header. */
+  private decodeHeader(b: Buffer, at: number): boolean {
+    const b0 = b[at];
+    const b1 = b[at + 1];
+    const fin = (b0 & 0x80) !== 0;
+    const rsv1 = (b0 & 0x40) !== 0;
+    const opcode = b0 & 0x0f;
+    const masked = (b1 & 0x80) !== 0;
+    let length = b1 & 0x7f;
+    let cursor = at + 2;
+
+    if ((b0 & 0x30) !== 0) {
+      return this.failed("WS_ERR_RESERVED_BITS", "RSV2 and RSV3 must be clear");
+    }
+    if (opcode >= Opcode.Close) {
+      if (opcode > Opcode.Pong)
+        return this.failed("WS_ERR_RESERVED_OPCODE", `reserved opcode ${opcode}`);
+      if (!fin)
+        return this.failed("WS_ERR_CONTROL_FRAGMENTED", "control frames must not be fragmented");
+      if (rsv1) return this.failed("WS_ERR_RESERVED_BITS", "RSV1 must be clear on control frames");
+      if (length > MAX_CONTROL_PAYLOAD) {
+        return this.failed("WS_ERR_CONTROL_TOO_LONG", "control frame payload exceeds 125 bytes");
+      }
+    } else if (opcode === Opcode.Continuation) {
+      if (this.messageOpcode === 0) {
+        return this.failed(
+          "WS_ERR_UNEXPECTED_CONTINUATION",
+          "continuation frame without a message",
+        );
+      }
+      // RFC 7692 section 6.1: RSV1 is set on the first frame of a message only.
+      if (rsv1) return this.failed("WS_ERR_RESERVED_BITS", "RSV1 set on a continuation frame");
+    } else if (opcode === Opcode.Text || opcode === Opcode.Binary) {
+      if (this.messageOpcode !== 0) {
+        return this.failed(
+          "WS_ERR_EXPECTED_CONTINUATION",
+          "new message before the previous one ended",
+        );
+      }
+      if (rsv1 && !this.compression) {
+        return this.failed("WS_ERR_RESERVED_BITS", "RSV1 set without a negotiated extension");
+      }
+    } else {
+      return this.failed("WS_ERR_RESERVED_OPCODE", `reserved opcode ${opcode}`);
+    }
+    // Section 5.1: clients mask every frame; servers mask none.
+    if (masked !== this.expectMasked) {
+      return masked
+        ? this.failed("WS_ERR_MASKED_FRAME", "server frames must not be masked")
+        : this.failed("WS_ERR_UNMASKED_FRAME", "client frames must be masked");
+    }
+
+    if (length === 126) {
+      length = (b[cursor] << 8) | b[cursor + 1];
+      cursor += 2;
+    } else if (length === 127) {
+      const high = b.readUInt32BE(cursor);
+      if (high & 0x80000000) {
+        return this.failed("WS_ERR_LENGTH_MSB_SET", "64-bit payload length has its top bit set");
+      }
+      // Anything past 2^53 is far past every size limit; the sum below rejects it.
+      length = high * 0x100000000 + b.readUInt32BE(cursor + 4);
+      cursor += 8;
+    }
+    if (masked) {
+      this.frameMask[0] = b[cursor];
+      this.frameMask[1] = b[cursor + 1];
+      this.frameMask[2] = b[cursor + 2];
+      this.frameMask[3] = b[cursor + 3];
+    }
+
+    if (opcode < Opcode.Close) {
+      // Refuse oversized messages from the header, before a byte of payload is allocated.
+      if (this.wireSize + length > this.maxMessageSize) {
+        return this.failed("WS_ERR_MESSAGE_TOO_BIG", "message exceeds the size limit");
+      }
+      if (this.fragmentCount + 1 > this.maxFragments) {
+        return this.failed("WS_ERR_TOO_MANY_FRAGMENTS", "message spans too many frames");
+      }
+      if (opcode !== Opcode.Continuation) {
+        this.messageOpcode = opcode;
+        this.messageCompressed = rsv1;
+      }
+      this.fragmentCount++;
+      this.wireSize += length;
+    }
+
+    this.fin = fin;
+    this.opcode = opcode;
+    this.masked = masked;
+    this.payloadLength = length;
+    this.payloadFilled = 0;
+    this.maskPhase = 0;
+    this.payloadValidated = false;
+    return true;
+  }
+
+  private readPayload(chunk: Buffer, offset: number): number {
+    const available = chunk.length - offset;
+    const length = this.payloadLength;
+    if (this.payloadFilled === 0 && available >= length) {
+      // The whole payload is here: use it in place, no copy.
+      const payload = chunk.subarray(offset, offset + length);
+      if (this.masked) applyMask(payload, this.frameMask, 0, length, 0);
+      this.parseState = READ_HEADER;
+      this.frameComplete(payload);
+      return this.parseState === STOPPED ? -1 : offset + length;
+    }
+    if (this.payload === null) this.payload = Buffer.allocUnsafe(length);
+    const payload = this.payload;
+    const start = this.payloadFilled;
+    const take = Math.min(length - start, available);
+    chunk.copy(payload, start, offset, offset + take);
+    if (this.masked)
+      this.maskPhase = applyMask(payload, this.frameMask, start, start + take, this.maskPhase);
+    this.payloadFilled += take;
+    // Fail fast (section 8.1): check text as it arrives, not when the frame is complete.
+    if (
+      this.messageOpcode === Opcode.Text &&
+      !this.messageCompressed &&
+      this.opcode < Opcode.Close
+    ) {
+      this.payloadValidated = true;
+      if (!this.utf8.write(payload, start, start + take)) {
+        this.fail(protocolError("WS_ERR_INVALID_UTF8", "invalid UTF-8 in text message"));
+        return -1;
+      }
+    }
+    if (this.payloadFilled < length) return offset + take;
+    this.payload = null;
+    this.parseState = READ_HEADER;
+    this.frameComplete(payload);
+    return this.parseState === STOPPED ? -1 : offset + take;
+  }
+
+  private frameComplete(payload: Buffer): void {
+    const opcode = this.opcode;
+    if (opcode >= Opcode.Close) {
+      this.controlFrame(opcode, payload);
+      return;
+    }
+    if (this.close.state === "closed") return; // section 1.4: nothing after the close handshake
+    if (this.messageCompressed) {
+      // The parse loop hands this to the handler once the rest of the input is set aside.
+      this.parseState = INFLATING;
+      this.inflatingFin = this.fin;
+      this.inflateInput = payload;
+      return;
+    }
+    if (this.messageOpcode === Opcode.Text && !this.payloadValidated) {
+      const valid =
+        this.fin && this.fragments.length === 0 && this.utf8.complete
+          ? isValidUtf8(payload)
+          : this.utf8.write(payload);
+      if (!valid) {
+        this.fail(protocolError("WS_ERR_INVALID_UTF8", "invalid UTF-8 in text message"));
+        return;
+      }
+    }
+    if (!this.fin) {
+      if (payload.length > 0) this.fragments.push(payload);
+      this.messageSize += payload.length;
+      return;
+    }
+    if (this.messageOpcode === Opcode.Text && !this.utf8.complete) {
+      this.fail(protocolError("WS_ERR_INVALID_UTF8", "text message ends inside a character"));
+      return;
+    }
+    if (this.fragments.length === 0) {
+      const isBinary = this.messageOpcode === Opcode.Binary;
+      this.resetMessage();
+      this.handler.message(payload, isBinary);
+      return;
+    }
+    if (payload.length > 0) this.fragments.push(payload);
+    this.messageSize += payload.length;
+    this.deliverMessage();
+  }
+
+  private deliverMessage(): void {
+    const isBinary = this.messageOpcode === Opcode.Binary;
+    const fragments = this.fragments;
+    const data =
+      fragments.length === 0
+        ? EMPTY
+        : fragments.length === 1
+          ? fragments[0]
+          : Buffer.concat(fragments, this.messageSize);
+    this.resetMessage();
+    this.handler.message(data, isBinary);
+  }
+
+  private resetMessage(): void {
+    this.messageOpcode = 0;
+    this.messageCompressed = false;
+    this.fragments = [];
+    this.fragmentCount = 0;
+    this.messageSize = 0;
+    this.wireSize = 0;
+    this.utf8.reset();
+  }
+
+  private controlFrame(opcode: number, payload: Buffer): void {
+    if (opcode === Opcode.Close) {
+      this.closeFrame(payload);
+      return;
+    }
+    if (this.close.state !== "open") return; // no pongs after our close frame (section 5.5.1)
+    if (opcode === Opcode.Ping) {
+      this.writeFrame(Opcode.Pong, payload, true, false);
+      this.handler.ping(payload);
+    } else {
+      this.handler.pong(payload);
+    }
+  }
+
+  /** Section 5.5.1 and 7.1.5: parse, validate and answer the peer's close frame. */
+  private closeFrame(payload: Buffer): void {
+    if (this.close.received !== null) return;
+    let code: number = CloseCode.NoStatus;
+    let reason = "";
+    if (payload.length === 1) {
+      this.fail(protocolError("WS_ERR_INVALID_CLOSE_PAYLOAD", "close payload of one byte"));
+      return;
+    }
+    if (payload.length >= 2) {
+      code = payload.readUInt16BE(0);
+      if (!isValidWireCloseCode(code)) {
+        this.fail(protocolError("WS_ERR_INVALID_CLOSE_CODE", `invalid close code ${code}`));
+        return;
+      }
+      const reasonBytes = payload.subarray(2);
+      if (!isValidUtf8(reasonBytes)) {
+        this.fail(protocolError("WS_ERR_INVALID_UTF8", "close reason is not valid UTF-8"));
+        return;
+      }
+      reason = reasonBytes.toString("utf8");
+    }
+    this.close.received = { code, reason };
+    if (this.close.state === "open") {
+      this.close.initiator = "remote";
+      // Echo the code we received (section 5.5.1); no code if the peer sent none.
+      const echoCode = code === CloseCode.NoStatus ? undefined : code;
+      this.close.sent = { code, reason: "" };
+      this.writeFrame(Opcode.Close, encodeClosePayload(echoCode, ""), true, false);
+    }
+    this.close.transition("receive-close");
+    this.parseState = STOPPED;
+    this.pending = [];
+    this.handler.closeReceived(code, reason);
+    // Section 7.1.1: the server closes TCP first; the client waits for it.
+    if (this.role === "server") this.handler.closeTransport();
+  }
+
+  private failed(code: Parameters<typeof protocolError>[0], message: string): false {
+    this.fail(protocolError(code, message));
+    return false;
+  }
+
+  /** Fail the WebSocket connection (section 7.1.7). */
+  fail(error: ProtocolError): void {
+    if (this.parseState === STOPPED && this.close.state === "closed") return;
+    this.parseState = STOPPED;
+    this.pending = [];
+    this.fragments = [];
+    this.payload = null;
+    if (this.close.state === "open") {
+      this.close.initiator = "local";
+      this.close.sent = { code: error.closeCode, reason: error.message };
+      this.writeFrame(
+        Opcode.Close,
+        encodeClosePayload(error.closeCode, truncateReason(error.message)),
+        true,
+        false,
+      );
+    }
+    this.close.failed = true;
+    if (this.close.state !== "closed") this.close.transition("fail");
+    this.handler.error(error);
+    this.handler.closeTransport();
+  }
+
+  // ───────────────────────────── output ─────────────────────────────
+
+  /**
+   * Sends a whole message as one frame. `compressed` marks a payload the caller already deflated
+   * (RFC 7692). Returns false when the connection no longer accepts messages.
+   */
+  sendMessage(payload: Uint8Array, isBinary: boolean, compressed = false): boolean {
+    if (this.close.state !== "open") return false;
+    if (this.sendingFragmented) throw new Error("a fragmented message is being sent");
+    this.writeFrame(isBinary ? Opcode.Binary : Opcode.Text, payload, true, compressed);
+    return true;
+  }
+
+  /**
+   * Sends one frame of a fragmented message (section 5.4): the first frame carries the type and,
+   * for a compressed message, RSV1; the others are continuations.
+   */
+  sendFragment(payload: Uint8Array, isBinary: boolean, fin: boolean, compressed = false): boolean {
+    if (this.close.state !== "open") return false;
+    const first = !this.sendingFragmented;
+    const opcode = first ? (isBinary ? Opcode.Binary : Opcode.Text) : Opcode.Continuation;
+    this.sendingFragmented = !fin;
+    this.writeFrame(opcode, payload, fin, first && compressed);
+    return true;
+  }
+
+  ping(payload: Uint8Array = EMPTY): boolean {
+    checkControlPayload(payload);
+    if (this.close.state !== "open") return false;
+    this.writeFrame(Opcode.Ping, payload, true, false);
+    return true;
+  }
+
+  pong(payload: Uint8Array = EMPTY): boolean {
+    checkControlPayload(payload);
+    if (this.close.state !== "open") return false;
+    this.writeFrame(Opcode.Pong, payload, true, false);
+    return true;
+  }
+
+  /**
+   * Starts the closing handshake (section 7.1.2). Without a code the close frame is empty and the
+   * peer sees 1005. Throws on codes that may not be sent and reasons over 123 bytes.
+   */
+  sendClose(code?: number, reason = ""): boolean {
+    const payload = encodeClosePayload(code, reason);
+    if (this.close.state !== "open") return false;
+    this.close.initiator = "local";
+    this.close.sent = { code: code ?? CloseCode.NoStatus, reason };
+    this.close.transition("send-close");
+    this.writeFrame(Opcode.Close, payload, true, false);
+    return true;
+  }
+
+  private writeFrame(opcode: number, payload: Uint8Array, fin: boolean, rsv1: boolean): void {
+    const mask = this.maskKey === null ? null : this.maskKey();
+    const frame = encodeFrame(payload, { opcode, fin, rsv1, mask });
+    if (Array.isArray(frame)) {
+      this.handler.output(frame[0]);
+      this.handler.output(frame[1]);
+    } else {
+      this.handler.output(frame);
+    }
+  }
+}
+
+/** Header size (without extended length bytes decided yet) from the second header byte. */
+function frameHeaderSize(b1: number): number {
+  const len = b1 & 0x7f;
+  const base = len < 126 ? 2 : len === 126 ? 4 : 10;
+  return b1 & 0x80 ? base + 4 : base;
+}
+
+function checkControlPayload(payload: Uint8Array): void {
+  if (payload.length > MAX_CONTROL_PAYLOAD) {
+    throw new RangeError("control frame payloads are limited to 125 bytes");
+  }
+}
+
+/** Builds a close frame payload (section 5.5.1), validating what may be sent (section 7.4). */
+export function encodeClosePayload(code: number | undefined, reason: string): Buffer {
+  if (code === undefined) {
+    if (reason !== "") throw new TypeError("a close reason needs a close code");
+    return EMPTY;
+  }
+  if (!Number.isInteger(code) || !isValidWireCloseCode(code)) {
+    throw new RangeError(`close code ${code} may not be sent`);
+  }
+  const length = Buffer.byteLength(reason);
+  if (length > MAX_CLOSE_REASON_BYTES) {
+    throw new RangeError("close reasons are limited to 123 bytes");
+  }
+  const payload = Buffer.allocUnsafe(2 + length);
+  payload.writeUInt16BE(code, 0);
+  payload.write(reason, 2, "utf8");
+  return payload;
+}
+
+/** Shortens a reason to fit a close frame without splitting a character. */
+function truncateReason(reason: string): string {
+  if (Buffer.byteLength(reason) <= MAX_CLOSE_REASON_BYTES) return reason;
+  let cut = reason.slice(0, MAX_CLOSE_REASON_BYTES);
+  while (Buffer.byteLength(cut) > MAX_CLOSE_REASON_BYTES) cut = cut.slice(0, -1);
+  return cut;
+}
+
+const KEY_POOL_SIZE = 4096;
+let keyPool = Buffer.allocUnsafe(0);
+let keyOffset = KEY_POOL_SIZE;
+
+/** Masking keys come from a CSPRNG (section 10.3), drawn in bulk. */
+function randomMaskKey(): Uint8Array {
+  if (keyOffset + 4 > keyPool.length) {
+    keyPool = randomFillSync(Buffer.allocUnsafe(KEY_POOL_SIZE));
+    keyOffset = 0;
+  }
+  const key = keyPool.subarray(keyOffset, keyOffset + 4);
+  keyOffset += 4;
+  return key;
+}

@@ -1,0 +1,171 @@
+import type { IncomingMessage } from "node:http";
+import type { Duplex } from "node:stream";
+import { type HeartbeatOptions, WebSocketConnection } from "../connection/connection.js";
+import {
+  errorResponse,
+  type HandshakeResponse,
+  serializeResponse,
+  serverHandshake,
+} from "../protocol/handshake.js";
+import type { PerMessageDeflateOptions } from "../protocol/permessage-deflate.js";
+import { type Logger, silentLogger } from "./logger.js";
+
+/**
+ * Accepting an upgrade on any node:http or node:https server: the one mount contract every
+ * server and adapter goes through (`handleUpgrade(req, socket, head)`).
+ */
+
+/** What `verify` returns to refuse a connection before the upgrade. */
+export interface Rejection {
+  status: number;
+  /** A short plain-text body. Keep details that could leak in the log instead. */
+  body?: string;
+  headers?: Record<string, string>;
+}
+
+export interface UpgradeOptions {
+  /** Turns permessage-deflate (RFC 7692) on; off by default. */
+  perMessageDeflate?: boolean | PerMessageDeflateOptions;
+  maxMessageSize?: number;
+  maxFragments?: number;
+  maxBufferedBytes?: number;
+  /** Picks one of the client's subprotocols, or none. */
+  selectProtocol?: (offered: readonly string[], req: IncomingMessage) => string | undefined | null;
+  /** Accepts (true) or refuses the upgrade; runs after the handshake itself was found valid. */
+  verify?: (req: IncomingMessage) => true | Rejection | Promise<true | Rejection>;
+  /** Amends the 101 response (extra headers, cookies) before it is sent. */
+  amendResponse?: (response: HandshakeResponse, req: IncomingMessage) => void;
+  heartbeat?: HeartbeatOptions | false;
+  closeTimeout?: number;
+  highWaterMark?: number;
+  logger?: Logger;
+}
+
+export type UpgradeCallback = (connection: WebSocketConnection, req: IncomingMessage) => void;
+
+const DEFAULT_HEARTBEAT: HeartbeatOptions = { interval: 30_000, timeout: 10_000 };
+
+export function deflateOptions(
+  option: boolean | PerMessageDeflateOptions | undefined,
+): PerMessageDeflateOptions | false {
+  if (option === undefined || option === false) return false;
+  return option === true ? {} : option;
+}
+
+/**
+ * Performs the server side of the opening handshake on a socket that node:http handed over with
+ * its 'upgrade' event, then calls `onConnection`. Every refusal is answered with its HTTP status
+ * and logged; nothing here throws into the caller's event loop.
+ */
+export async function handleUpgrade(
+  req: IncomingMessage,
+  socket: Duplex,
+  head: Buffer,
+  options: UpgradeOptions,
+  onConnection: UpgradeCallback,
+): Promise<void> {
+  const log = options.logger ?? silentLogger;
+  // A socket error during the handshake must never become an uncaught exception.
+  const onEarlyError = (error: Error): void => {
+    log.debug({ err: error, url: req.url }, "socket error during the opening handshake");
+    socket.destroy();
+  };
+  socket.on("error", onEarlyError);
+
+  const deflate = deflateOptions(options.perMessageDeflate);
+  const result = serverHandshake(
+    {
+      method: req.method ?? "",
+      httpVersion: req.httpVersion,
+      url: req.url ?? "/",
+      headers: req.headers,
+    },
+    {
+      perMessageDeflate: deflate,
+      selectProtocol: options.selectProtocol
+        ? (offered) => options.selectProtocol!(offered, req)
+        : undefined,
+    },
+  );
+  if (!result.ok) {
+    log.info(
+      {
+        status: result.response.status,
+        code: result.error.code,
+        url: req.url,
+        remoteAddress: req.socket.remoteAddress,
+      },
+      `upgrade refused: ${result.error.message}`,
+    );
+    abort(socket, result.response);
+    return;
+  }
+
+  if (options.verify) {
+    let verdict: true | Rejection;
+    try {
+      verdict = await options.verify(req);
+    } catch (error) {
+      log.error({ err: error, url: req.url }, "upgrade verification threw");
+      verdict = { status: 500, body: "Internal Server Error" };
+    }
+    if (verdict !== true) {
+      log.info(
+        { status: verdict.status, url: req.url, remoteAddress: req.socket.remoteAddress },
+        "upgrade refused by verify",
+      );
+      const headers = Object.entries(verdict.headers ?? {});
+      abort(
+        socket,
+        errorResponse(verdict.status, verdict.body ?? statusBody(verdict.status), headers),
+      );
+      return;
+    }
+  }
+
+  if (socket.destroyed || !socket.writable) {
+    log.debug({ url: req.url }, "client left during the opening handshake");
+    socket.destroy();
+    return;
+  }
+
+  options.amendResponse?.(result.response, req);
+  socket.write(serializeResponse(result.response));
+  socket.removeListener("error", onEarlyError);
+  const connection = new WebSocketConnection(
+    socket,
+    {
+      role: "server",
+      protocol: result.protocol,
+      extensions: result.extensions,
+      deflate: result.deflate && deflate ? { params: result.deflate, options: deflate } : null,
+      maxMessageSize: options.maxMessageSize,
+      maxFragments: options.maxFragments,
+      maxBufferedBytes: options.maxBufferedBytes,
+      heartbeat: options.heartbeat === undefined ? DEFAULT_HEARTBEAT : options.heartbeat,
+      closeTimeout: options.closeTimeout,
+      highWaterMark: options.highWaterMark,
+    },
+    head,
+  );
+  onConnection(connection, req);
+}
+
+function abort(socket: Duplex, response: HandshakeResponse): void {
+  if (socket.writable) socket.end(serializeResponse(response));
+  // end() flushes the answer; destroy soon after in case the peer never reads it.
+  setTimeout(() => socket.destroy(), 1000).unref();
+}
+
+const STATUS_BODIES: Record<number, string> = {
+  400: "Bad Request",
+  401: "Unauthorized",
+  403: "Forbidden",
+  404: "Not Found",
+  500: "Internal Server Error",
+  503: "Service Unavailable",
+};
+
+function statusBody(status: number): string {
+  return STATUS_BODIES[status] ?? "Request refused";
+}
