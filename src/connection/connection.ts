@@ -95,6 +95,7 @@ export class WebSocketConnection extends EventEmitter<WebSocketConnectionEvents>
   private readingPaused = false;
   private userPaused = false;
   private waitingForDrain = false;
+  private head: Buffer | null = null;
 
   private heartbeatTimer: NodeJS.Timeout | null = null;
   private pongTimer: NodeJS.Timeout | null = null;
@@ -136,7 +137,20 @@ export class WebSocketConnection extends EventEmitter<WebSocketConnectionEvents>
     socket.on("close", () => this.onSocketClose());
 
     if (options.heartbeat) this.startHeartbeat(options.heartbeat);
-    if (head !== undefined && head.length > 0) this.core.receive(head);
+    // Bytes that came with the handshake are processed once the owner had a chance to listen:
+    // a client only gets the connection after its `await connect()` resumes. Later reads
+    // process them first, so order is kept either way.
+    if (head !== undefined && head.length > 0) {
+      this.head = head;
+      setImmediate(() => this.takeHead());
+    }
+  }
+
+  private takeHead(): void {
+    const head = this.head;
+    if (head === null || this.closed) return;
+    this.head = null;
+    this.core.receive(head);
   }
 
   get readyState(): ReadyState {
@@ -234,6 +248,7 @@ export class WebSocketConnection extends EventEmitter<WebSocketConnectionEvents>
   }
 
   private onData(chunk: Buffer): void {
+    if (this.head !== null) this.takeHead();
     this.core.receive(chunk);
     if (this.core.inflating) this.updateReading();
   }
@@ -317,10 +332,9 @@ export class WebSocketConnection extends EventEmitter<WebSocketConnectionEvents>
         this.socket.uncork();
         ok = !this.socket.writableNeedDrain;
       }
-      if (!ok) {
-        this.waitingForDrain = true;
-        this.updateReading();
-      }
+      if (!ok) this.waitingForDrain = true;
+      // Reading may have paused while the output was gathered; the write may have drained it.
+      if (this.readingPaused || !ok) this.updateReading();
     }
     if (this.endAfterFlush && !this.socket.destroyed) {
       this.endAfterFlush = false;
