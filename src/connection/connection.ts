@@ -10,8 +10,11 @@ import {
   type Role,
 } from "../protocol/protocol.js";
 import { PerMessageDeflate } from "./deflate.js";
+import { ConnectionError } from "./errors.js";
 import { scheduleFlush } from "./flush.js";
 import { Sender } from "./sender.js";
+
+export { ConnectionError } from "./errors.js";
 
 /**
  * Binds the protocol core to a byte stream: a net.Socket, a TLS socket or any Duplex. It owns
@@ -44,22 +47,6 @@ export interface ConnectionOptions {
 }
 
 export type ReadyState = "open" | "closing" | "closed";
-
-/** Errors the connection reports that are not the peer's protocol violations. */
-export class ConnectionError extends Error {
-  override readonly name = "ConnectionError";
-  constructor(
-    readonly code:
-      | "WS_ERR_HEARTBEAT_TIMEOUT"
-      | "WS_ERR_CLOSE_TIMEOUT"
-      | "WS_ERR_TRANSPORT"
-      | "WS_ERR_SEND_FAILED",
-    message: string,
-    options?: { cause?: unknown },
-  ) {
-    super(message, options);
-  }
-}
 
 export interface WebSocketConnectionEvents {
   message: [data: Buffer, isBinary: boolean];
@@ -206,6 +193,8 @@ export class WebSocketConnection extends EventEmitter<WebSocketConnectionEvents>
     if (code !== undefined || reason !== "") encodeClosePayload(code, reason);
     if (this.closeRequested || this.closed || this.core.state !== "open") return;
     this.closeRequested = true;
+    // Pongs are not processed once our close frame is out, so a ping in flight must not count.
+    this.stopHeartbeat();
     this.sender.close(code, reason);
     this.armCloseTimer();
   }
@@ -213,6 +202,8 @@ export class WebSocketConnection extends EventEmitter<WebSocketConnectionEvents>
   /** Drops the connection at once, without a closing handshake. */
   terminate(): void {
     if (this.closed) return;
+    this.closeRequested = true;
+    this.stopHeartbeat();
     this.sender.stop();
     this.socket.destroy();
   }
@@ -292,6 +283,7 @@ export class WebSocketConnection extends EventEmitter<WebSocketConnectionEvents>
     this.report(
       new ConnectionError("WS_ERR_SEND_FAILED", `send failed: ${error.message}`, { cause: error }),
     );
+    this.stopHeartbeat();
     if (this.core.state === "open") {
       this.core.sendClose(CloseCode.InternalError, "");
       this.closeRequested = true;

@@ -1,5 +1,6 @@
 import type { Protocol } from "../protocol/protocol.js";
 import type { PerMessageDeflate } from "./deflate.js";
+import { ConnectionError } from "./errors.js";
 
 /**
  * Orders outgoing messages. Frames of one message may not interleave with another's (RFC 6455
@@ -11,7 +12,7 @@ import type { PerMessageDeflate } from "./deflate.js";
 type Operation =
   | { kind: "message"; data: Uint8Array; isBinary: boolean; compress: boolean }
   | { kind: "close"; code: number | undefined; reason: string }
-  | { kind: "stream"; run: () => Promise<void> };
+  | { kind: "stream"; run: () => Promise<void>; reject: (error: Error) => void };
 
 export class Sender {
   private readonly queue: Operation[] = [];
@@ -24,7 +25,7 @@ export class Sender {
     private readonly onFailure: (error: Error) => void,
   ) {}
 
-  /** True while something is compressing or streaming. */
+  /** True when nothing is compressing, streaming or waiting. */
   get idle(): boolean {
     return !this.busy && this.queue.length === 0;
   }
@@ -55,17 +56,20 @@ export class Sender {
     isBinary: boolean,
     compress: boolean,
   ): Promise<void> {
+    if (this.stopped) return Promise.reject(notSent());
     return new Promise<void>((resolve, reject) => {
       const run = async (): Promise<void> => {
         try {
           await this.writeStream(source, isBinary, compress);
-          resolve();
         } catch (error) {
           reject(error);
           throw error;
         }
+        // A stream cut short by stop() did not send its message.
+        if (this.stopped) reject(notSent());
+        else resolve();
       };
-      this.queue.push({ kind: "stream", run });
+      this.queue.push({ kind: "stream", run, reject });
       this.drain();
     });
   }
@@ -73,7 +77,9 @@ export class Sender {
   /** Drops everything queued: the connection is gone. */
   stop(): void {
     this.stopped = true;
-    this.queue.length = 0;
+    for (const operation of this.queue.splice(0)) {
+      if (operation.kind === "stream") operation.reject(notSent());
+    }
   }
 
   private wantsDeflate(data: Uint8Array, compress: boolean): boolean {
@@ -149,4 +155,11 @@ export class Sender {
     if (this.stopped) return;
     this.core.sendFragment(payload, isBinary, fin, deflate);
   }
+}
+
+function notSent(): ConnectionError {
+  return new ConnectionError(
+    "WS_ERR_SEND_FAILED",
+    "the connection closed before the message was sent",
+  );
 }

@@ -123,7 +123,7 @@ export async function handleUpgrade(
     }
   }
 
-  if (socket.destroyed || !socket.writable) {
+  if (socket.destroyed || !socket.writable || socket.readableEnded) {
     log.debug({ url: req.url }, "client left during the opening handshake");
     socket.destroy();
     return;
