@@ -9,7 +9,7 @@ import {
   type ProtocolHandler,
   type Role,
 } from "../protocol/protocol.js";
-import { PerMessageDeflate } from "./deflate.js";
+import { DeflateClosedError, PerMessageDeflate } from "./deflate.js";
 import { ConnectionError } from "./errors.js";
 import { scheduleFlush } from "./flush.js";
 import { Sender } from "./sender.js";
@@ -253,7 +253,8 @@ export class WebSocketConnection extends EventEmitter<WebSocketConnectionEvents>
         this.updateReading();
       },
       (error: unknown) => {
-        if (this.closed) return;
+        // A codec closed under a pending job means the connection is already going away.
+        if (this.closed || error instanceof DeflateClosedError) return;
         this.core.inflateFailed(
           error instanceof ProtocolError
             ? error

@@ -90,7 +90,8 @@ export class Protocol {
   private readonly frameMask = Buffer.allocUnsafe(4);
   private masked = false;
   private payloadLength = 0;
-  private payload: Buffer | null = null;
+  /** The parts of a payload that arrived over several reads. */
+  private pieces: Buffer[] = [];
   private payloadFilled = 0;
   private maskPhase = 0;
   /** The partial payload was already UTF-8 checked piece by piece. */
@@ -108,6 +109,10 @@ export class Protocol {
   /** Input that arrived while a frame was being inflated. */
   private pending: Buffer[] = [];
   private pendingBytes = 0;
+  /** Inside drainPending: new input queues behind what is being drained. */
+  private draining = false;
+  /** Inside handler.inflate: a synchronous answer must not start parsing again. */
+  private handingOff = false;
   // What we send.
   private sendingFragmented = false;
 
@@ -138,10 +143,14 @@ export class Protocol {
 
   // ───────────────────────────── input ─────────────────────────────
 
-  /** Feeds bytes received from the transport. Any split of the input gives the same events. */
+  /**
+   * Feeds bytes received from the transport. Any split of the input gives the same events.
+   * The chunk is unmasked in place and delivered payloads may point into it: the caller hands
+   * it over and must not reuse it.
+   */
   receive(chunk: Buffer): void {
     if (this.parseState === STOPPED || chunk.length === 0) return;
-    if (this.parseState === INFLATING) {
+    if (this.parseState === INFLATING || this.draining) {
       this.pending.push(chunk);
       this.pendingBytes += chunk.length;
       if (this.pendingBytes + this.messageSize > this.maxBufferedBytes) {
@@ -149,7 +158,8 @@ export class Protocol {
       }
       return;
     }
-    this.parse(chunk, 0);
+    this.parse(chunk);
+    this.drainPending();
   }
 
   /** The inflated bytes of the frame last handed to `handler.inflate`. */
@@ -176,7 +186,9 @@ export class Protocol {
       }
       this.deliverMessage();
     }
-    this.resumePending();
+    // An inflater answering from inside handler.inflate is resumed by the loop that called it,
+    // so synchronous answers never nest parses on the stack.
+    if (!this.handingOff) this.drainPending();
   }
 
   /** Inflation failed: a corrupt stream (1007) or output past the size limit (1009). */
@@ -192,7 +204,7 @@ export class Protocol {
     this.parseState = STOPPED;
     this.pending = [];
     this.fragments = [];
-    this.payload = null;
+    this.pieces = [];
     return {
       code: this.close.code,
       reason: this.close.reason,
@@ -200,36 +212,45 @@ export class Protocol {
     };
   }
 
-  private resumePending(): void {
-    while (this.pending.length > 0 && this.parseState === READ_HEADER) {
+  /** Parses input set aside while a frame was inflating, in order, iteratively. */
+  private drainPending(): void {
+    if (this.draining) return;
+    this.draining = true;
+    while (
+      this.pending.length > 0 &&
+      (this.parseState === READ_HEADER || this.parseState === READ_PAYLOAD)
+    ) {
       const chunk = this.pending.shift()!;
       this.pendingBytes -= chunk.length;
-      this.parse(chunk, 0);
+      this.parse(chunk);
     }
+    this.draining = false;
   }
 
-  private parse(chunk: Buffer, offset: number): void {
+  private parse(chunk: Buffer): void {
     const length = chunk.length;
+    let offset = 0;
     while (offset < length) {
       if (this.parseState === READ_HEADER) {
         offset = this.readHeader(chunk, offset);
         if (offset < 0) return;
-        if (this.parseState === READ_HEADER) continue; // header incomplete or empty payload handled
-      }
-      if (this.parseState === READ_PAYLOAD) {
+      } else if (this.parseState === READ_PAYLOAD) {
         offset = this.readPayload(chunk, offset);
         if (offset < 0) return;
       }
       if (this.parseState === INFLATING) {
         if (offset < length) {
+          // Set aside before handing out, so an inflater that answers synchronously resumes in
+          // order.
           const rest = chunk.subarray(offset);
           this.pending.unshift(rest);
           this.pendingBytes += rest.length;
         }
-        // Set aside first, so an inflater that answers synchronously resumes in order.
         const input = this.inflateInput!;
         this.inflateInput = null;
+        this.handingOff = true;
         this.handler.inflate(input, this.inflatingFin);
+        this.handingOff = false;
         return;
       }
       if (this.parseState === STOPPED) return;
@@ -360,6 +381,9 @@ export class Protocol {
       if (this.wireSize + length > this.maxMessageSize) {
         return this.failed("WS_ERR_MESSAGE_TOO_BIG", "message exceeds the size limit");
       }
+      if (this.wireSize + length > this.maxBufferedBytes) {
+        return this.failed("WS_ERR_BUFFER_LIMIT", "message exceeds the buffered bytes limit");
+      }
       if (this.fragmentCount + 1 > this.maxFragments) {
         return this.failed("WS_ERR_TOO_MANY_FRAGMENTS", "message spans too many frames");
       }
@@ -383,22 +407,20 @@ export class Protocol {
 
   private readPayload(chunk: Buffer, offset: number): number {
     const available = chunk.length - offset;
-    const length = this.payloadLength;
-    if (this.payloadFilled === 0 && available >= length) {
+    const remaining = this.payloadLength - this.payloadFilled;
+    if (this.payloadFilled === 0 && available >= remaining) {
       // The whole payload is here: use it in place, no copy.
-      const payload = chunk.subarray(offset, offset + length);
-      if (this.masked) applyMask(payload, this.frameMask, 0, length, 0);
+      const payload = chunk.subarray(offset, offset + remaining);
+      if (this.masked) applyMask(payload, this.frameMask, 0, remaining, 0);
       this.parseState = READ_HEADER;
       this.frameComplete(payload);
-      return this.parseState === STOPPED ? -1 : offset + length;
+      return this.parseState === STOPPED ? -1 : offset + remaining;
     }
-    if (this.payload === null) this.payload = Buffer.allocUnsafe(length);
-    const payload = this.payload;
-    const start = this.payloadFilled;
-    const take = Math.min(length - start, available);
-    chunk.copy(payload, start, offset, offset + take);
-    if (this.masked)
-      this.maskPhase = applyMask(payload, this.frameMask, start, start + take, this.maskPhase);
+    // A partial payload is kept as the pieces that arrived, so memory grows with what the peer
+    // actually sent, never with what its header announced.
+    const take = Math.min(remaining, available);
+    const piece = chunk.subarray(offset, offset + take);
+    if (this.masked) this.maskPhase = applyMask(piece, this.frameMask, 0, take, this.maskPhase);
     this.payloadFilled += take;
     // Fail fast (section 8.1): check text as it arrives, not when the frame is complete.
     if (
@@ -407,13 +429,16 @@ export class Protocol {
       this.opcode < Opcode.Close
     ) {
       this.payloadValidated = true;
-      if (!this.utf8.write(payload, start, start + take)) {
+      if (!this.utf8.write(piece)) {
         this.fail(protocolError("WS_ERR_INVALID_UTF8", "invalid UTF-8 in text message"));
         return -1;
       }
     }
-    if (this.payloadFilled < length) return offset + take;
-    this.payload = null;
+    this.pieces.push(piece);
+    if (this.payloadFilled < this.payloadLength) return offset + take;
+    const pieces = this.pieces;
+    this.pieces = [];
+    const payload = pieces.length === 1 ? pieces[0] : Buffer.concat(pieces, this.payloadLength);
     this.parseState = READ_HEADER;
     this.frameComplete(payload);
     return this.parseState === STOPPED ? -1 : offset + take;
@@ -549,16 +574,12 @@ export class Protocol {
     this.parseState = STOPPED;
     this.pending = [];
     this.fragments = [];
-    this.payload = null;
+    this.pieces = [];
     if (this.close.state === "open") {
       this.close.initiator = "local";
-      this.close.sent = { code: error.closeCode, reason: error.message };
-      this.writeFrame(
-        Opcode.Close,
-        encodeClosePayload(error.closeCode, truncateReason(error.message)),
-        true,
-        false,
-      );
+      const reason = truncateReason(error.message);
+      this.close.sent = { code: error.closeCode, reason };
+      this.writeFrame(Opcode.Close, encodeClosePayload(error.closeCode, reason), true, false);
     }
     this.close.failed = true;
     if (this.close.state !== "closed") this.close.transition("fail");
