@@ -58,3 +58,20 @@ const CLOSE_CODE_FOR: Record<ProtocolErrorCode, number> = {
   WS_ERR_INVALID_COMPRESSED_DATA: CloseCode.InvalidPayload,
   WS_ERR_DATA_AFTER_CLOSE: CloseCode.ProtocolError,
 };
+
+/** Stable codes for calls the API refuses (programming errors, not the peer's). */
+export type UsageErrorCode =
+  | "WS_ERR_CLOSE_CODE_NOT_SENDABLE"
+  | "WS_ERR_CLOSE_REASON_TOO_LONG"
+  | "WS_ERR_REASON_WITHOUT_CODE"
+  | "WS_ERR_CONTROL_PAYLOAD_TOO_LONG"
+  | "WS_ERR_MESSAGE_IN_PROGRESS";
+
+/** A RangeError or TypeError that also carries a stable `code`, as Node's own errors do. */
+export function usageError<E extends RangeError | TypeError | Error>(
+  ErrorClass: new (message: string) => E,
+  code: UsageErrorCode,
+  message: string,
+): E & { code: UsageErrorCode } {
+  return Object.assign(new ErrorClass(message), { code });
+}

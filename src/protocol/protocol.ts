@@ -7,7 +7,7 @@ import {
   MAX_CONTROL_PAYLOAD,
   Opcode,
 } from "./constants.js";
-import { type ProtocolError, protocolError } from "./errors.js";
+import { type ProtocolError, protocolError, usageError } from "./errors.js";
 import { encodeFrame } from "./frame.js";
 import { applyMask } from "./mask.js";
 import { isValidUtf8, Utf8Validator } from "./utf8.js";
@@ -595,7 +595,8 @@ export class Protocol {
    */
   sendMessage(payload: Uint8Array, isBinary: boolean, compressed = false): boolean {
     if (this.close.state !== "open") return false;
-    if (this.sendingFragmented) throw new Error("a fragmented message is being sent");
+    if (this.sendingFragmented)
+      throw usageError(Error, "WS_ERR_MESSAGE_IN_PROGRESS", "a fragmented message is being sent");
     this.writeFrame(isBinary ? Opcode.Binary : Opcode.Text, payload, true, compressed);
     return true;
   }
@@ -662,22 +663,39 @@ function frameHeaderSize(b1: number): number {
 
 function checkControlPayload(payload: Uint8Array): void {
   if (payload.length > MAX_CONTROL_PAYLOAD) {
-    throw new RangeError("control frame payloads are limited to 125 bytes");
+    throw usageError(
+      RangeError,
+      "WS_ERR_CONTROL_PAYLOAD_TOO_LONG",
+      "control frame payloads are limited to 125 bytes",
+    );
   }
 }
 
 /** Builds a close frame payload (section 5.5.1), validating what may be sent (section 7.4). */
 export function encodeClosePayload(code: number | undefined, reason: string): Buffer {
   if (code === undefined) {
-    if (reason !== "") throw new TypeError("a close reason needs a close code");
+    if (reason !== "")
+      throw usageError(
+        TypeError,
+        "WS_ERR_REASON_WITHOUT_CODE",
+        "a close reason needs a close code",
+      );
     return EMPTY;
   }
   if (!Number.isInteger(code) || !isValidWireCloseCode(code)) {
-    throw new RangeError(`close code ${code} may not be sent`);
+    throw usageError(
+      RangeError,
+      "WS_ERR_CLOSE_CODE_NOT_SENDABLE",
+      `close code ${code} may not be sent`,
+    );
   }
   const length = Buffer.byteLength(reason);
   if (length > MAX_CLOSE_REASON_BYTES) {
-    throw new RangeError("close reasons are limited to 123 bytes");
+    throw usageError(
+      RangeError,
+      "WS_ERR_CLOSE_REASON_TOO_LONG",
+      "close reasons are limited to 123 bytes",
+    );
   }
   const payload = Buffer.allocUnsafe(2 + length);
   payload.writeUInt16BE(code, 0);

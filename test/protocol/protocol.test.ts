@@ -1123,3 +1123,30 @@ describe("every split point gives the same events", () => {
     );
   });
 });
+
+describe("usage errors carry stable codes", () => {
+  const core = () =>
+    new Protocol(
+      { role: "server" },
+      {
+        output() {},
+        message() {},
+        ping() {},
+        pong() {},
+        closeReceived() {},
+        inflate() {},
+        error() {},
+        closeTransport() {},
+      },
+    );
+
+  it.each([
+    [() => core().sendClose(1005), RangeError, "WS_ERR_CLOSE_CODE_NOT_SENDABLE"],
+    [() => core().sendClose(1000, "x".repeat(124)), RangeError, "WS_ERR_CLOSE_REASON_TOO_LONG"],
+    [() => core().sendClose(undefined, "why"), TypeError, "WS_ERR_REASON_WITHOUT_CODE"],
+    [() => core().ping(new Uint8Array(126)), RangeError, "WS_ERR_CONTROL_PAYLOAD_TOO_LONG"],
+  ] as const)("%#", (call, ErrorClass, code) => {
+    expect(call).toThrow(ErrorClass);
+    expect(call).toThrow(expect.objectContaining({ code }));
+  });
+});
