@@ -55,13 +55,10 @@ export class WebSocketServer extends EventEmitter<WebSocketServerEvents> {
 
   /** Accepts an upgrade from any node:http server; the connection is announced on this one. */
   handleUpgrade(req: IncomingMessage, socket: Duplex, head: Buffer): void {
-    handleUpgrade(req, socket, head, this.options, (connection, request) => {
+    void handleUpgrade(req, socket, head, this.options, (connection, request) => {
       this.connections.add(connection);
       connection.once("close", () => this.connections.delete(connection));
       this.emit("connection", connection, request);
-    }).catch((error: unknown) => {
-      this.options.logger?.error({ err: error, url: req.url }, "upgrade failed");
-      socket.destroy();
     });
   }
 

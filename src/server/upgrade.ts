@@ -1,6 +1,7 @@
 import type { IncomingMessage } from "node:http";
 import type { Duplex } from "node:stream";
 import { type HeartbeatOptions, WebSocketConnection } from "../connection/connection.js";
+import { CloseCode } from "../protocol/constants.js";
 import {
   errorResponse,
   type HandshakeResponse,
@@ -55,9 +56,26 @@ export function deflateOptions(
 /**
  * Performs the server side of the opening handshake on a socket that node:http handed over with
  * its 'upgrade' event, then calls `onConnection`. Every refusal is answered with its HTTP status
- * and logged; nothing here throws into the caller's event loop.
+ * and logged. The returned promise never rejects: a failure of the application's own hooks
+ * (`verify`, `selectProtocol`, `amendResponse`, `onConnection`) is logged and answered with 500
+ * before the upgrade, or closes the connection with 1011 after it.
  */
 export async function handleUpgrade(
+  req: IncomingMessage,
+  socket: Duplex,
+  head: Buffer,
+  options: UpgradeOptions,
+  onConnection: UpgradeCallback,
+): Promise<void> {
+  try {
+    await upgrade(req, socket, head, options, onConnection);
+  } catch (error) {
+    (options.logger ?? silentLogger).error({ err: error, url: req.url }, "upgrade failed");
+    abort(socket, errorResponse(500, "Internal Server Error"));
+  }
+}
+
+async function upgrade(
   req: IncomingMessage,
   socket: Duplex,
   head: Buffer,
@@ -148,7 +166,12 @@ export async function handleUpgrade(
     },
     head,
   );
-  onConnection(connection, req);
+  try {
+    onConnection(connection, req);
+  } catch (error) {
+    log.error({ err: error, url: req.url }, "connection handler threw");
+    connection.close(CloseCode.InternalError);
+  }
 }
 
 function abort(socket: Duplex, response: HandshakeResponse): void {

@@ -278,6 +278,26 @@ describe("verify", () => {
     expect(response.body).not.toContain("database down");
   });
 
+  it("answers 500, not a crash, when selectProtocol picks a protocol the client never offered", async () => {
+    const { server } = await echoServer({ selectProtocol: () => "not-offered" });
+    const response = await rawExchange(
+      server.port,
+      upgradeRequest({ headers: { "Sec-WebSocket-Protocol": "chat.v1" } }),
+    );
+    expect(response.status).toBe(500);
+    expect(response.body).not.toContain("not-offered");
+  });
+
+  it("closes with 1011 when the application's connection handler throws", async () => {
+    const server = await createServer({ closeTimeout: 500 });
+    cleanups.push(() => within(server.close(), WAIT, "the server to close"));
+    server.on("connection", () => {
+      throw new Error("handler bug");
+    });
+    const ws = client(await connect(server.url("/")));
+    expect(await closeEvent(ws)).toEqual({ code: 1011, reason: "" });
+  });
+
   // Regression: a client that left while an async verify was pending had already half-closed
   // the socket (its 'end' came and went before any WebSocketConnection listened), the socket was
   // still writable, so the upgrade went ahead and the connection never learned that its peer was
