@@ -224,8 +224,20 @@ export class WebSocketConnection extends EventEmitter<WebSocketConnectionEvents>
   private coreHandler(): ProtocolHandler {
     return {
       output: (bytes) => this.queueOutput(bytes),
-      message: (data, isBinary) => this.emit("message", data, isBinary),
-      ping: (data) => this.emit("ping", data),
+      message: (data, isBinary) => {
+        try {
+          this.emit("message", data, isBinary);
+        } catch (error) {
+          this.listenerFailed(error);
+        }
+      },
+      ping: (data) => {
+        try {
+          this.emit("ping", data);
+        } catch (error) {
+          this.listenerFailed(error);
+        }
+      },
       pong: (data) => this.onPong(data),
       closeReceived: () => {
         this.closeRequested = true;
@@ -273,7 +285,28 @@ export class WebSocketConnection extends EventEmitter<WebSocketConnectionEvents>
       clearTimeout(this.pongTimer);
       this.pongTimer = null;
     }
-    this.emit("pong", data);
+    try {
+      this.emit("pong", data);
+    } catch (error) {
+      this.listenerFailed(error);
+    }
+  }
+
+  /**
+   * An application listener threw while the core was delivering an event. Letting it unwind
+   * through the parser would lose the rest of the read and, in a server, take every other
+   * connection down with the process; instead this connection closes with 1011 and the error is
+   * reported (or, with no 'error' listener, printed as a process warning).
+   */
+  private listenerFailed(error: unknown): void {
+    const failure = new ConnectionError(
+      "WS_ERR_LISTENER_FAILED",
+      `a listener threw: ${error instanceof Error ? error.message : String(error)}`,
+      { cause: error },
+    );
+    if (this.listenerCount("error") > 0) this.emit("error", failure);
+    else process.emitWarning(failure);
+    if (this.readyState === "open") this.close(CloseCode.InternalError);
   }
 
   private report(error: ProtocolError | ConnectionError): void {

@@ -3,7 +3,8 @@ export type ConnectionErrorCode =
   | "WS_ERR_HEARTBEAT_TIMEOUT"
   | "WS_ERR_CLOSE_TIMEOUT"
   | "WS_ERR_TRANSPORT"
-  | "WS_ERR_SEND_FAILED";
+  | "WS_ERR_SEND_FAILED"
+  | "WS_ERR_LISTENER_FAILED";
 
 export class ConnectionError extends Error {
   override readonly name = "ConnectionError";

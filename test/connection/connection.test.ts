@@ -1171,3 +1171,45 @@ describe("transport errors", () => {
     expect(server.readyState).toBe("closed");
   });
 });
+
+describe("a listener that throws", () => {
+  it("closes that connection with 1011 and reports WS_ERR_LISTENER_FAILED, never unwinding", async () => {
+    const { ws, peer } = rawPeer("server");
+    const rec = record(ws);
+    ws.on("message", (data) => {
+      if (data.toString() === "boom") throw new Error("handler bug");
+    });
+    // Three frames in one read: the throw on the second must not lose the third.
+    peer.send(
+      Buffer.concat([
+        fromClient(Opcode.Text, "before"),
+        fromClient(Opcode.Text, "boom"),
+        fromClient(Opcode.Text, "after"),
+      ]),
+    );
+    await waitUntil(() => rec.errors.length === 1, WAIT, "the listener failure");
+    expect(rec.errors[0].code).toBe("WS_ERR_LISTENER_FAILED");
+    expect((rec.errors[0].cause as Error).message).toBe("handler bug");
+    expect(rec.messages.map((m) => m.data.toString())).toEqual(["before", "boom", "after"]);
+    await waitUntil(() => peer.frames().some((f) => f.opcode === Opcode.Close), WAIT, "a close");
+    const close = peer.frames().find((f) => f.opcode === Opcode.Close)!;
+    expect(close.payload.readUInt16BE(0)).toBe(1011);
+  });
+
+  it("becomes a process warning when nobody listens for 'error'", async () => {
+    const { ws, peer } = rawPeer("server");
+    const rec = record(ws, { errors: false });
+    ws.on("ping", () => {
+      throw new Error("ping handler bug");
+    });
+    const warnings: Error[] = [];
+    const onWarning = (warning: Error) => warnings.push(warning);
+    process.on("warning", onWarning);
+    cleanups.push(() => process.off("warning", onWarning));
+    peer.send(fromClient(Opcode.Ping, "hi"));
+    await waitUntil(() => warnings.length === 1, WAIT, "the warning");
+    expect((warnings[0] as Error & { code?: string }).code).toBe("WS_ERR_LISTENER_FAILED");
+    expect(rec.pings).toHaveLength(1);
+    await waitUntil(() => peer.frames().some((f) => f.opcode === Opcode.Close), WAIT, "a close");
+  });
+});
