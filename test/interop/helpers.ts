@@ -5,7 +5,7 @@ import { createHash } from "node:crypto";
 import type { EventEmitter } from "node:events";
 import type { IncomingMessage } from "node:http";
 import type { Socket } from "node:net";
-import { expect } from "vitest";
+import { afterEach, expect } from "vitest";
 import { createServer, type ServerOptions, type WebSocketConnection } from "../../src/index.js";
 
 /** Every close code an endpoint may put in a close frame (RFC 6455 section 7.4, IANA registry). */
@@ -403,6 +403,19 @@ export function describeExtensions(extensions: unknown): string {
   return String(extensions);
 }
 
+/**
+ * A set whose members are terminated after each test, so a test that fails half-way leaves no
+ * connection open for the next one.
+ */
+export function terminatedAfterEach<T extends { terminate(): void }>(): Set<T> {
+  const open = new Set<T>();
+  afterEach(() => {
+    for (const end of open) end.terminate();
+    open.clear();
+  });
+  return open;
+}
+
 /** Reads a `Sec-WebSocket-Extensions` value into `{ extensionName: { param: value } }`. */
 export function parseExtensions(
   header: string | undefined,
@@ -420,4 +433,19 @@ export function parseExtensions(
     result[name] = parsed;
   }
   return result;
+}
+
+/**
+ * Checks the permessage-deflate parameters of a parsed `Sec-WebSocket-Extensions` value against
+ * `expected` (values or asymmetric matchers); parameters it does not name are not checked.
+ */
+export function expectDeflateParams(
+  extensions: ReturnType<typeof parseExtensions>,
+  expected: Record<string, unknown>,
+  what: string,
+): void {
+  const params = extensions["permessage-deflate"] ?? {};
+  for (const [key, value] of Object.entries(expected)) {
+    expect(params[key], `${what} parameter ${key}`).toEqual(value);
+  }
 }
