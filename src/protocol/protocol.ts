@@ -357,6 +357,8 @@ export class Protocol {
         : this.failed("WS_ERR_UNMASKED_FRAME", "client frames must be masked");
     }
 
+    // Section 5.2 asks senders for the minimal length encoding; a longer one is still
+    // unambiguous, so it is accepted rather than punished.
     if (length === 126) {
       length = (b[cursor] << 8) | b[cursor + 1];
       cursor += 2;
