@@ -182,8 +182,9 @@ export class PerMessageDeflate {
         reject,
       };
       this.#deflateJob = job;
-      stream.write(data);
-      stream.flush(zlib.constants.Z_SYNC_FLUSH, () => {
+      // The stream's default flush is Z_SYNC_FLUSH, so one write compresses and flushes in a
+      // single pass through the thread pool (write + flush() would take two).
+      stream.write(data, () => {
         if (job.settled) return;
         drainReadable(stream);
         if (job.settled) return;
@@ -216,9 +217,8 @@ export class PerMessageDeflate {
       // zlib stops consuming input at the end of a DEFLATE stream, so the input it consumed
       // tells whether the peer ended its stream with a BFINAL block (section 7.2.3.4).
       const consumedBefore = stream.bytesWritten;
-      stream.write(data);
-      if (fin) stream.write(TRAILER);
-      stream.flush(zlib.constants.Z_SYNC_FLUSH, () => {
+      // One write, flushed by the stream's default Z_SYNC_FLUSH: a single thread pool pass.
+      stream.write(fin ? Buffer.concat([data, TRAILER]) : data, () => {
         if (job.settled) return;
         drainReadable(stream);
         if (job.settled) return;
@@ -249,6 +249,7 @@ export class PerMessageDeflate {
 
   #createDeflate(): zlib.DeflateRaw {
     const stream = zlib.createDeflateRaw({
+      flush: zlib.constants.Z_SYNC_FLUSH,
       windowBits: zlibWindowBits(this.#ourWindowBits),
       ...(this.#level === undefined ? {} : { level: this.#level }),
       ...(this.#memLevel === undefined ? {} : { memLevel: this.#memLevel }),
@@ -267,7 +268,10 @@ export class PerMessageDeflate {
   }
 
   #createInflate(): zlib.InflateRaw {
-    const stream = zlib.createInflateRaw({ windowBits: zlibWindowBits(this.#peerWindowBits) });
+    const stream = zlib.createInflateRaw({
+      flush: zlib.constants.Z_SYNC_FLUSH,
+      windowBits: zlibWindowBits(this.#peerWindowBits),
+    });
     stream.on("data", (chunk: Buffer) => {
       const job = this.#inflate === stream ? this.#inflateJob : null;
       if (job === null || job.settled) return;
