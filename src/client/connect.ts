@@ -110,6 +110,7 @@ export function connect(
         {
           role: "client",
           protocol: accepted.protocol,
+          handshakeHeaders: res.headers,
           extensions: Array.isArray(extensions) ? extensions.join(", ") : (extensions ?? ""),
           deflate:
             accepted.deflate && deflate ? { params: accepted.deflate, options: deflate } : null,

@@ -37,6 +37,8 @@ export interface ConnectionOptions {
   deflate?: { params: DeflateParams; options?: PerMessageDeflateOptions } | null;
   /** The negotiated subprotocol ("" for none). */
   protocol?: string;
+  /** The headers the peer sent in the opening handshake (lower-case names, as node gives them). */
+  handshakeHeaders?: Readonly<Record<string, string | string[] | undefined>>;
   /** The negotiated Sec-WebSocket-Extensions value ("" for none). */
   extensions?: string;
   heartbeat?: HeartbeatOptions | false;
@@ -64,6 +66,11 @@ export class WebSocketConnection extends EventEmitter<WebSocketConnectionEvents>
   readonly protocol: string;
   readonly extensions: string;
   readonly remoteAddress: string | undefined;
+  /**
+   * The headers the peer sent in the opening handshake: the request's on a server, the 101
+   * response's on a client (cookies set by the server, for instance).
+   */
+  readonly handshakeHeaders: Readonly<Record<string, string | string[] | undefined>>;
 
   private readonly socket: Duplex;
   private readonly core: Protocol;
@@ -94,6 +101,7 @@ export class WebSocketConnection extends EventEmitter<WebSocketConnectionEvents>
     this.protocol = options.protocol ?? "";
     this.extensions = options.extensions ?? "";
     this.remoteAddress = (socket as { remoteAddress?: string }).remoteAddress;
+    this.handshakeHeaders = options.handshakeHeaders ?? {};
     this.closeTimeout = options.closeTimeout ?? DEFAULT_CLOSE_TIMEOUT;
     this.highWaterMark = options.highWaterMark ?? DEFAULT_HIGH_WATER_MARK;
     this.codec = options.deflate

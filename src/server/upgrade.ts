@@ -155,6 +155,7 @@ async function upgrade(
     {
       role: "server",
       protocol: result.protocol,
+      handshakeHeaders: req.headers,
       extensions: result.extensions,
       deflate: result.deflate && deflate ? { params: result.deflate, options: deflate } : null,
       maxMessageSize: options.maxMessageSize,

@@ -399,9 +399,17 @@ describe("response and subprotocols", () => {
     expect(response.status).toBe(101);
     expect(response.headers["set-cookie"]).toBe("session=abc; HttpOnly");
     expect(response.headers["sec-websocket-accept"]).toBe(expectedAccept(KEY));
-    // Switchboard's client accepts the amended response as well.
-    const ws = client(await connect(server.url("/")));
+    // Switchboard's client accepts the amended response as well, and shows its headers.
+    const ws = client(await connect(server.url("/"), { headers: { "X-Trace": "t-1" } }));
     expect(ws.readyState).toBe("open");
+    expect(ws.handshakeHeaders["set-cookie"]).toEqual(["session=abc; HttpOnly"]);
+  });
+
+  it("shows the server connection the request's handshake headers", async () => {
+    const { server, accepted } = await echoServer();
+    client(await connect(server.url("/"), { headers: { "X-Trace": "t-2" } }));
+    await waitUntil(() => accepted.length === 1, WAIT, "the connection");
+    expect(accepted[0].ws.handshakeHeaders["x-trace"]).toBe("t-2");
   });
 
   it("lets selectProtocol pick among the client's offer; both sides see the choice", async () => {
