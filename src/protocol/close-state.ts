@@ -1,13 +1,16 @@
 /**
  * The closing handshake (RFC 6455 sections 5.5.1, 7.1 and 7.4) as explicit state. Every change
  * goes through `transition`, driven by this one table; an event a state does not list is a bug
- * in the caller and throws.
+ * in the caller and throws. The edges, one per line (a test checks they match the table):
  *
- *   open ──send-close──▶ closing ──receive-close──▶ closed
- *     │                    └──────transport-closed──▶ closed
- *     ├──receive-close─▶ closed      (the reply is sent in the same step)
- *     ├──fail──────────▶ closed      (close frame with the error's code, then the TCP close)
- *     └──transport-closed─▶ closed   (no close frame: code 1006)
+ *   open    --send-close-->       closing   we sent a close frame and wait for the peer's
+ *   open    --receive-close-->    closed    the reply is sent in the same step
+ *   open    --fail-->             closed    close frame with the error's code, then the TCP close
+ *   open    --transport-closed--> closed    no close frame: code 1006
+ *   closing --receive-close-->    closed    the handshake is complete
+ *   closing --fail-->             closed    the peer broke the protocol while we waited
+ *   closing --transport-closed--> closed    the peer dropped TCP without answering
+ *   closed  --transport-closed--> closed    TCP closes after the handshake
  */
 
 export type ConnectionState = "open" | "closing" | "closed";

@@ -28,9 +28,6 @@ function loadNative(): NativeMask | null {
   }
 }
 
-/** Whether the native fast path is in use (for benchmarks and diagnostics). */
-export const nativeMaskAvailable = nativeUnmask !== null;
-
 /**
  * Unmasks (or masks: XOR is its own inverse) `data[start, end)` in place. `phase` is the index
  * into the 4-byte key of the byte at `start`, so a payload can be unmasked piece by piece as it

@@ -87,8 +87,8 @@ export class Protocol {
   private headerFilled = 0;
   private fin = false;
   private opcode = 0;
+  /** The current frame's masking key; frames are masked exactly when `expectMasked`. */
   private readonly frameMask = Buffer.allocUnsafe(4);
-  private masked = false;
   private payloadLength = 0;
   /** The parts of a payload that arrived over several reads. */
   private pieces: Buffer[] = [];
@@ -399,7 +399,6 @@ export class Protocol {
 
     this.fin = fin;
     this.opcode = opcode;
-    this.masked = masked;
     this.payloadLength = length;
     this.payloadFilled = 0;
     this.maskPhase = 0;
@@ -413,7 +412,7 @@ export class Protocol {
     if (this.payloadFilled === 0 && available >= remaining) {
       // The whole payload is here: use it in place, no copy.
       const payload = chunk.subarray(offset, offset + remaining);
-      if (this.masked) applyMask(payload, this.frameMask, 0, remaining, 0);
+      if (this.expectMasked) applyMask(payload, this.frameMask, 0, remaining, 0);
       this.parseState = READ_HEADER;
       this.frameComplete(payload);
       return this.parseState === STOPPED ? -1 : offset + remaining;
@@ -422,7 +421,9 @@ export class Protocol {
     // actually sent, never with what its header announced.
     const take = Math.min(remaining, available);
     const piece = chunk.subarray(offset, offset + take);
-    if (this.masked) this.maskPhase = applyMask(piece, this.frameMask, 0, take, this.maskPhase);
+    if (this.expectMasked) {
+      this.maskPhase = applyMask(piece, this.frameMask, 0, take, this.maskPhase);
+    }
     this.payloadFilled += take;
     // Fail fast (section 8.1): check text as it arrives, not when the frame is complete.
     if (

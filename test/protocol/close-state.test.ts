@@ -118,3 +118,20 @@ describe("CloseState close code and handshake (section 7.1.5)", () => {
     expect(close.code).toBe(1005);
   });
 });
+
+describe("the diagram in close-state.ts", () => {
+  it("lists exactly the edges of the transition table", async () => {
+    const { readFile } = await import("node:fs/promises");
+    const source = await readFile(
+      new URL("../../src/protocol/close-state.ts", import.meta.url),
+      "utf8",
+    );
+    const drawn = [...source.matchAll(/^ \*\s+(\w+)\s+--([a-z-]+)-->\s+(\w+)/gm)].map(
+      ([, from, event, to]) => `${from} ${event} ${to}`,
+    );
+    const table = Object.entries(CLOSE_TRANSITIONS).flatMap(([from, edges]) =>
+      Object.entries(edges).map(([event, to]) => `${from} ${event} ${to}`),
+    );
+    expect(drawn.sort()).toEqual(table.sort());
+  });
+});
