@@ -354,15 +354,21 @@ export class WebSocketConnection extends EventEmitter<WebSocketConnectionEvents>
     if (chunks.length > 0 && !this.closed && !this.socket.destroyed) {
       this.pendingChunks = [];
       this.pendingBytes = 0;
+      // While reading is paused for backpressure, learn when this output has left: node emits
+      // 'drain' only after a write that returned false, and below the socket's own high-water
+      // mark a write returns true however long it then takes.
+      const written = this.readingPaused ? this.onWritten : undefined;
       let ok: boolean;
       if (chunks.length === 1) {
-        ok = this.socket.write(chunks[0]);
+        ok = this.socket.write(chunks[0], written);
       } else if (total <= 65536) {
-        ok = this.socket.write(Buffer.concat(chunks, total));
+        ok = this.socket.write(Buffer.concat(chunks, total), written);
       } else {
         // Large payloads are not copied: corked writes leave as one writev.
         this.socket.cork();
-        for (const chunk of chunks) this.socket.write(chunk);
+        const last = chunks.length - 1;
+        for (let i = 0; i < last; i++) this.socket.write(chunks[i]);
+        this.socket.write(chunks[last], written);
         this.socket.uncork();
         ok = !this.socket.writableNeedDrain;
       }
@@ -375,6 +381,8 @@ export class WebSocketConnection extends EventEmitter<WebSocketConnectionEvents>
       this.socket.end();
     }
   }
+
+  private readonly onWritten = (): void => this.updateReading();
 
   private onDrain(): void {
     if (!this.waitingForDrain) return;
@@ -429,8 +437,13 @@ export class WebSocketConnection extends EventEmitter<WebSocketConnectionEvents>
 
   private onEnd(): void {
     // The peer half-closed. A client whose closing handshake is done now closes too (section
-    // 7.1.1); in every other case the connection is over as well.
+    // 7.1.1); in every other case the connection is over as well, so nothing more is accepted.
+    this.closeRequested = true;
+    this.stopHeartbeat();
+    this.sender.stop();
     if (!this.socket.destroyed) this.socket.end();
+    // Our queued output may never drain to a peer that left: bound the wait.
+    this.armCloseTimer();
   }
 
   private onSocketError(error: Error): void {

@@ -1,5 +1,5 @@
 import type { Protocol } from "../protocol/protocol.js";
-import type { PerMessageDeflate } from "./deflate.js";
+import { DeflateClosedError, type PerMessageDeflate } from "./deflate.js";
 import { ConnectionError } from "./errors.js";
 
 /**
@@ -62,7 +62,9 @@ export class Sender {
         try {
           await this.writeStream(source, isBinary, compress);
         } catch (error) {
-          reject(error);
+          // A codec closed under the stream means the connection went away: the message was
+          // not sent, which is what the caller needs to know.
+          reject(error instanceof DeflateClosedError ? notSent() : error);
           throw error;
         }
         // A stream cut short by stop() did not send its message.
@@ -112,9 +114,15 @@ export class Sender {
           this.drain();
         },
         (error: Error) => {
+          this.busy = false;
+          // The connection is closing or gone: nothing more can be sent, and that is no failure
+          // of ours to report.
+          if (this.stopped || this.core.state !== "open" || error instanceof DeflateClosedError) {
+            this.stop();
+            return;
+          }
           // A message left half-sent (a failed stream or compressor) cannot be followed by
           // anything without breaking framing: the connection closes.
-          this.busy = false;
           this.stop();
           this.onFailure(error);
         },
@@ -152,8 +160,8 @@ export class Sender {
     deflate: boolean,
   ): Promise<void> {
     const payload = deflate ? await this.codec!.compress(chunk, fin) : chunk;
-    if (this.stopped) return;
-    this.core.sendFragment(payload, isBinary, fin, deflate);
+    // The core refuses once closing began: the message is cut short and was not sent.
+    if (this.stopped || !this.core.sendFragment(payload, isBinary, fin, deflate)) throw notSent();
   }
 }
 

@@ -109,6 +109,8 @@ export class Protocol {
   /** Input that arrived while a frame was being inflated. */
   private pending: Buffer[] = [];
   private pendingBytes = 0;
+  /** Inside parse: input from a re-entrant receive() queues behind the current chunk. */
+  private parsing = false;
   /** Inside drainPending: new input queues behind what is being drained. */
   private draining = false;
   /** Inside handler.inflate: a synchronous answer must not start parsing again. */
@@ -150,7 +152,9 @@ export class Protocol {
    */
   receive(chunk: Buffer): void {
     if (this.parseState === STOPPED || chunk.length === 0) return;
-    if (this.parseState === INFLATING || this.draining) {
+    // Input arriving from inside a callback of ours (re-entrant) waits its turn like input that
+    // arrives while inflating, so bytes are always parsed in the order they came.
+    if (this.parseState === INFLATING || this.draining || this.parsing) {
       this.pending.push(chunk);
       this.pendingBytes += chunk.length;
       if (this.pendingBytes + this.messageSize > this.maxBufferedBytes) {
@@ -228,6 +232,15 @@ export class Protocol {
   }
 
   private parse(chunk: Buffer): void {
+    this.parsing = true;
+    try {
+      this.parseChunk(chunk);
+    } finally {
+      this.parsing = false;
+    }
+  }
+
+  private parseChunk(chunk: Buffer): void {
     const length = chunk.length;
     let offset = 0;
     while (offset < length) {
@@ -379,11 +392,18 @@ export class Protocol {
     }
 
     if (opcode < Opcode.Close) {
-      // Refuse oversized messages from the header, before a byte of payload is allocated.
-      if (this.wireSize + length > this.maxMessageSize) {
+      const compressed = opcode === Opcode.Continuation ? this.messageCompressed : rsv1;
+      // Refuse oversized messages from the header, before a byte of payload is allocated. A
+      // compressed message is limited by its inflated size (inflateBudget); on the wire it may
+      // only exceed that by deflate's framing overhead.
+      const wireLimit = compressed ? maxDeflatedSize(this.maxMessageSize) : this.maxMessageSize;
+      if (this.wireSize + length > wireLimit) {
         return this.failed("WS_ERR_MESSAGE_TOO_BIG", "message exceeds the size limit");
       }
-      if (this.wireSize + length > this.maxBufferedBytes) {
+      // Held at once: an uncompressed message's frames so far, or a compressed message's
+      // inflated bytes plus the frame about to be inflated.
+      const held = compressed ? this.messageSize + length : this.wireSize + length;
+      if (held > this.maxBufferedBytes) {
         return this.failed("WS_ERR_BUFFER_LIMIT", "message exceeds the buffered bytes limit");
       }
       if (this.fragmentCount + 1 > this.maxFragments) {
@@ -655,6 +675,14 @@ export class Protocol {
       this.handler.output(frame);
     }
   }
+}
+
+/**
+ * The largest deflate encoding of `size` bytes: stored blocks cost 5 bytes per 65,535, plus the
+ * empty block a sync flush ends with (RFC 1951 section 3.2.4; zlib's deflateBound is tighter).
+ */
+function maxDeflatedSize(size: number): number {
+  return size + 5 * Math.ceil(size / 65_535) + 16;
 }
 
 /** Header size (without extended length bytes decided yet) from the second header byte. */

@@ -1213,3 +1213,97 @@ describe("a listener that throws", () => {
     await waitUntil(() => peer.frames().some((f) => f.opcode === Opcode.Close), WAIT, "a close");
   });
 });
+
+// Regressions found by long fuzzing runs.
+describe("fuzzing regressions", () => {
+  const deflateParams: DeflateParams = {
+    serverNoContextTakeover: false,
+    clientNoContextTakeover: false,
+    serverMaxWindowBits: 15,
+    clientMaxWindowBits: 15,
+  };
+
+  // Reading paused for backpressure only resumed on 'drain', which node emits only after a
+  // write that returned false; below the socket's own high-water mark a write returns true and
+  // may still finish late, so the connection never read again.
+  it("resumes reading when a write that returned true finishes late", async () => {
+    const { server, client } = connectedPair(
+      {},
+      { highWaterMark: 100 },
+      { readableHighWaterMark: 64 },
+    );
+    const atClient = record(client);
+    const atServer = record(server);
+    server.pause();
+    expect(client.send(Buffer.alloc(500))).toBe(true);
+    await sleep(20);
+    server.resume();
+    await waitUntil(() => atServer.messages.length === 1, WAIT, "the 500-byte message");
+    server.send("hello");
+    server.close(1000);
+    await waitUntil(() => atClient.messages.length === 1, WAIT, "the server's message");
+    expect(atClient.messages[0].data.toString()).toBe("hello");
+    expect(await within(atClient.closed, WAIT, "the client's close")).toEqual({
+      code: 1000,
+      reason: "",
+    });
+  });
+
+  // sendStream() resolved although the peer's close cut the message short.
+  it("rejects sendStream with WS_ERR_SEND_FAILED when the peer's close cuts the message", async () => {
+    const { server, client } = connectedPair();
+    const atServer = record(server);
+    const atClient = record(client);
+    async function* source() {
+      yield "part1-";
+      yield "part2-";
+      for (let i = 0; i < 10_000 && client.readyState === "open"; i++) await turns(1);
+      yield "part3";
+    }
+    const sending = client.sendStream(source(), { binary: false });
+    server.close(1000, "bye");
+    await expect(sending).rejects.toMatchObject({ code: "WS_ERR_SEND_FAILED" });
+    await within(atServer.closed, WAIT, "the server's close");
+    expect(atServer.messages).toEqual([]);
+    expect(atClient.errors).toEqual([]);
+  });
+
+  // A compression still running when the socket closed reported 'error' after 'close'.
+  it("emits nothing after close when the socket closes during a compression", async () => {
+    const { client } = connectedPair(
+      { deflate: { params: deflateParams, options: { threshold: 0 } } },
+      { deflate: { params: deflateParams, options: { threshold: 0 } } },
+    );
+    const events: string[] = [];
+    client.on("error", (error) => events.push(`error ${error.code}`));
+    client.on("close", (code) => events.push(`close ${code}`));
+    expect(client.send("hello")).toBe(true);
+    client.terminate();
+    await waitUntil(() => events.length > 0, WAIT, "the close event");
+    await sleep(50);
+    expect(events).toEqual(["close 1006"]);
+  });
+
+  // After the peer's FIN the connection still accepted sends, which then failed with
+  // "write after end".
+  it("stops accepting sends once the peer half-closed", async () => {
+    const [serverEnd, clientEnd] = duplexPair();
+    const server = track(new WebSocketConnection(serverEnd, { role: "server", closeTimeout: 100 }));
+    const client = track(new WebSocketConnection(clientEnd, { role: "client" }));
+    const atServer = record(server);
+    client.pause();
+    server.send(Buffer.alloc(100_000));
+    await sleep(10);
+    clientEnd.end();
+    await waitUntil(() => serverEnd.writableEnded, WAIT, "the server to end its side");
+    expect(server.readyState).not.toBe("open");
+    expect(server.send("late")).toBe(false);
+    client.terminate();
+    // The output queued for the departed peer never drains; the close timeout ends the wait.
+    expect(await within(atServer.closed, WAIT, "the server's close")).toEqual({
+      code: 1006,
+      reason: "",
+    });
+    expect(atServer.errors.map((error) => error.code)).toEqual(["WS_ERR_CLOSE_TIMEOUT"]);
+  });
+});

@@ -1,3 +1,4 @@
+import { constants, inflateRawSync } from "node:zlib";
 import { afterEach, describe, expect, it, vi } from "vitest";
 import { type ProtocolErrorCode, protocolError } from "../../src/protocol/errors.js";
 import { encodeFrame } from "../../src/protocol/frame.js";
@@ -1148,5 +1149,60 @@ describe("usage errors carry stable codes", () => {
   ] as const)("%#", (call, ErrorClass, code) => {
     expect(call).toThrow(ErrorClass);
     expect(call).toThrow(expect.objectContaining({ code }));
+  });
+});
+
+// Regressions found by long fuzzing runs.
+describe("fuzzing regressions", () => {
+  const handlerFor = (events: string[], hooks: Partial<ProtocolHandler> = {}): ProtocolHandler => ({
+    output() {},
+    ping() {},
+    pong() {},
+    closeReceived() {},
+    inflate() {},
+    closeTransport: () => events.push("closeTransport"),
+    error: (error) => events.push(`error ${error.code}`),
+    message: (data) => events.push(`message ${data.toString()}`),
+    ...hooks,
+  });
+
+  // Compressed messages were limited by their size on the wire instead of their inflated size:
+  // RFC 7692's "Hello" takes 7 bytes compressed and was refused with maxMessageSize 5.
+  it("limits a compressed message by its inflated size, not its wire size", () => {
+    const events: string[] = [];
+    const core: Protocol = new Protocol(
+      { role: "client", compression: true, maxMessageSize: 5 },
+      handlerFor(events, {
+        inflate: (payload) =>
+          core.inflated([
+            inflateRawSync(Buffer.concat([payload, Buffer.from("0000ffff", "hex")]), {
+              finishFlush: constants.Z_SYNC_FLUSH,
+            }),
+          ]),
+      }),
+    );
+    core.receive(Buffer.from("c107f248cdc9c90700", "hex"));
+    expect(events).toEqual(["message Hello"]);
+  });
+
+  // receive() called from inside a message callback parsed the new bytes before the rest of
+  // the current chunk, silently corrupting the stream.
+  it("keeps byte order when receive() is called from inside a callback", () => {
+    const events: string[] = [];
+    let fed = false;
+    const core: Protocol = new Protocol(
+      { role: "client" },
+      handlerFor(events, {
+        message: (data) => {
+          events.push(`message ${data.toString()}`);
+          if (!fed) {
+            fed = true;
+            core.receive(Buffer.from("024242810143", "hex"));
+          }
+        },
+      }),
+    );
+    core.receive(Buffer.from("81014181", "hex"));
+    expect(events).toEqual(["message A", "message BB", "message C"]);
   });
 });
