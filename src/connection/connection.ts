@@ -438,12 +438,9 @@ export class WebSocketConnection extends EventEmitter<WebSocketConnectionEvents>
   private onEnd(): void {
     // The peer half-closed. A client whose closing handshake is done now closes too (section
     // 7.1.1); in every other case the connection is over as well, so nothing more is accepted.
-    this.closeRequested = true;
-    this.stopHeartbeat();
-    this.sender.stop();
-    if (!this.socket.destroyed) this.socket.end();
-    // Our queued output may never drain to a peer that left: bound the wait.
-    this.armCloseTimer();
+    // Output gathered this turn (such as the reply to the peer's close frame) is flushed before
+    // our side ends, and the close timeout bounds the wait for output that cannot drain.
+    this.endTransport();
   }
 
   private onSocketError(error: Error): void {

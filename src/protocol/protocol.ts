@@ -157,7 +157,11 @@ export class Protocol {
     if (this.parseState === INFLATING || this.draining || this.parsing) {
       this.pending.push(chunk);
       this.pendingBytes += chunk.length;
-      if (this.pendingBytes + this.messageSize > this.maxBufferedBytes) {
+      // Only inflation holds input for an unknown time; re-entrant input is parsed right after.
+      if (
+        this.parseState === INFLATING &&
+        this.pendingBytes + this.messageSize > this.maxBufferedBytes
+      ) {
         this.fail(protocolError("WS_ERR_BUFFER_LIMIT", "too much input buffered while inflating"));
       }
       return;
@@ -188,7 +192,15 @@ export class Protocol {
         this.fail(protocolError("WS_ERR_INVALID_UTF8", "text message ends inside a character"));
         return;
       }
-      this.deliverMessage();
+      // Input fed from inside the message callback must queue behind what was held back
+      // while inflating, as it does during a parse.
+      const wasParsing = this.parsing;
+      this.parsing = true;
+      try {
+        this.deliverMessage();
+      } finally {
+        this.parsing = wasParsing;
+      }
     }
     // An inflater answering from inside handler.inflate is resumed by the loop that called it,
     // so synchronous answers never nest parses on the stack.

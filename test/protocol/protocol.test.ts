@@ -1185,6 +1185,40 @@ describe("fuzzing regressions", () => {
     expect(events).toEqual(["message Hello"]);
   });
 
+  // receive() called from a message callback fired by an asynchronous inflated() parsed the new
+  // bytes ahead of input held back while the frame was inflating.
+  it("keeps byte order when a callback of inflated() feeds input", () => {
+    const events: string[] = [];
+    let answer: (() => void) | null = null;
+    let fed = false;
+    const core: Protocol = new Protocol(
+      { role: "client", compression: true },
+      handlerFor(events, {
+        inflate: (payload) => {
+          answer = () =>
+            core.inflated([
+              inflateRawSync(Buffer.concat([payload, Buffer.from("0000ffff", "hex")]), {
+                finishFlush: constants.Z_SYNC_FLUSH,
+              }),
+            ]);
+        },
+        message: (data) => {
+          events.push(`message ${data.toString()}`);
+          if (!fed) {
+            fed = true;
+            core.receive(Buffer.from("810143", "hex")); // "C", sent last
+          }
+        },
+      }),
+    );
+    // Compressed "Hello", then "B" which arrives while "Hello" is still inflating.
+    core.receive(Buffer.from("c107f248cdc9c90700", "hex"));
+    core.receive(Buffer.from("810142", "hex"));
+    expect(events).toEqual([]);
+    answer!();
+    expect(events).toEqual(["message Hello", "message B", "message C"]);
+  });
+
   // receive() called from inside a message callback parsed the new bytes before the rest of
   // the current chunk, silently corrupting the stream.
   it("keeps byte order when receive() is called from inside a callback", () => {
