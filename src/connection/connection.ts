@@ -4,6 +4,7 @@ import { CloseCode } from "../protocol/constants.js";
 import { ProtocolError } from "../protocol/errors.js";
 import type { DeflateParams, PerMessageDeflateOptions } from "../protocol/permessage-deflate.js";
 import {
+  checkControlPayload,
   encodeClosePayload,
   Protocol,
   type ProtocolHandler,
@@ -183,12 +184,20 @@ export class WebSocketConnection extends EventEmitter<WebSocketConnectionEvents>
     return this.sender.stream(source, options?.binary ?? true, options?.compress ?? true);
   }
 
+  /** Sends a ping (at most 125 bytes). Returns false once the connection is closing. */
   ping(data: string | Uint8Array = Buffer.alloc(0)): boolean {
-    return this.core.ping(typeof data === "string" ? Buffer.from(data) : data);
+    const payload = typeof data === "string" ? Buffer.from(data) : data;
+    // A bad size is a programming error and throws whatever the state.
+    checkControlPayload(payload);
+    // Closing (our close queued, or the peer's FIN read): nothing more may be written.
+    return this.readyState === "open" && this.core.ping(payload);
   }
 
+  /** Sends an unsolicited pong (at most 125 bytes). Returns false once the connection is closing. */
   pong(data: string | Uint8Array = Buffer.alloc(0)): boolean {
-    return this.core.pong(typeof data === "string" ? Buffer.from(data) : data);
+    const payload = typeof data === "string" ? Buffer.from(data) : data;
+    checkControlPayload(payload);
+    return this.readyState === "open" && this.core.pong(payload);
   }
 
   /**

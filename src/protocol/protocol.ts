@@ -704,7 +704,8 @@ function frameHeaderSize(b1: number): number {
   return b1 & 0x80 ? base + 4 : base;
 }
 
-function checkControlPayload(payload: Uint8Array): void {
+/** Throws when a control frame payload is over 125 bytes (section 5.5). */
+export function checkControlPayload(payload: Uint8Array): void {
   if (payload.length > MAX_CONTROL_PAYLOAD) {
     throw usageError(
       RangeError,

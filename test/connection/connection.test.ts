@@ -362,6 +362,9 @@ describe("sendStream", () => {
     expect(atClient.messages).toEqual([]);
     expect(atServer.errors.map((e) => e.code)).toEqual(["WS_ERR_SEND_FAILED"]);
     expect(server.send("late")).toBe(false);
+    // Control frames too: they would be written after our end ("write after end").
+    expect(server.ping("late")).toBe(false);
+    expect(server.pong("late")).toBe(false);
   });
 
   it("rejects at once on a connection that is not open", async () => {
