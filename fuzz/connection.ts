@@ -22,7 +22,8 @@
  *    code it does not document; and close codes are ones either side sent.
  * 7. No operation with valid arguments throws, and the process sees no uncaught exception,
  *    unhandled rejection or warning.
- * 8. After the peer's FIN a side is no longer open: nothing sent could reach the peer.
+ * 8. After the peer's FIN a side is no longer open and accepts nothing more: nothing sent could
+ *    reach the peer.
  *
  * Scenarios run in several lanes at once (each lane a fast-check run with its own seed), so
  * connections also contend for the process-wide zlib limiter. Timing makes a failure replay
@@ -106,6 +107,8 @@ interface Scenario {
   client: Script;
   /** Who closes when neither script closed or terminated. */
   forcedCloser: "server" | "client";
+  /** Right after a side sees the peer's FIN, it tries to send, ping and pong: all refused. */
+  probeAfterFin: boolean;
 }
 
 /** `value` one time in `oneIn`, `nil` the others. */
@@ -226,6 +229,7 @@ const scenario: fc.Arbitrary<Scenario> = fc
     server: script,
     client: script,
     forcedCloser: fc.constantFrom("server" as const, "client" as const),
+    probeAfterFin: fc.boolean(),
   })
   .map((sc) =>
     sc.reset || sc.heartbeat ? sc : { ...sc, heartbeat: { interval: 100, timeout: 200 } },
@@ -311,6 +315,8 @@ interface Side {
   finSeen: boolean;
   /** readyState when it did. */
   stateAtFin: string | null;
+  /** Broken invariants seen inside event listeners, thrown when the scenario is checked. */
+  violations: string[];
 }
 
 class SourceFailure extends Error {}
@@ -318,7 +324,12 @@ class SourceFailure extends Error {}
 /** Process-level trouble seen while scenarios ran. */
 const processProblems: string[] = [];
 
-function makeSide(name: Side["name"], ws: WebSocketConnection, transport: TransportEnd): Side {
+function makeSide(
+  name: Side["name"],
+  ws: WebSocketConnection,
+  transport: TransportEnd,
+  probeAfterFin: boolean,
+): Side {
   const side: Side = {
     name,
     ws,
@@ -335,6 +346,7 @@ function makeSide(name: Side["name"], ws: WebSocketConnection, transport: Transp
     pausedUntilEnd: false,
     finSeen: false,
     stateAtFin: null,
+    violations: [],
   };
   const after = (what: string) => {
     if (side.closes.length > 0) side.afterClose.push(what);
@@ -356,8 +368,20 @@ function makeSide(name: Side["name"], ws: WebSocketConnection, transport: Transp
   transport.on("end", () => {
     side.finSeen = true;
     side.stateAtFin = ws.readyState;
+    // Once this turn's output was flushed and the socket ended, nothing may be accepted.
+    if (probeAfterFin) setImmediate(() => probe(side));
   });
   return side;
+}
+
+function probe(side: Side): void {
+  if (side.closes.length > 0) return;
+  const accepted = [
+    side.ws.send("after the FIN") && "send()",
+    side.ws.ping() && "ping()",
+    side.ws.pong() && "pong()",
+  ].filter(Boolean);
+  if (accepted.length > 0) side.violations.push(`${accepted.join(", ")} accepted after the FIN`);
 }
 
 function close(
@@ -439,11 +463,15 @@ async function perform(side: Side, o: Op, log: string[]): Promise<void> {
       return;
     }
     case "ping":
-      log.push(`${side.name}.ping(${o.size} B) -> ${ws.ping(Buffer.alloc(o.size, 1))}`);
+    case "pong": {
+      const ok = o.kind === "ping" ? ws.ping(Buffer.alloc(o.size, 1)) : ws.pong("q");
+      log.push(`${side.name}.${o.kind} -> ${ok}`);
+      // Nothing can reach a peer that ended its stream.
+      if (ok && side.finSeen) {
+        throw new Violation(`${side.name}.${o.kind}() returned true after the peer's FIN`);
+      }
       return;
-    case "pong":
-      ws.pong("q");
-      return;
+    }
     case "pause":
       ws.pause();
       log.push(`${side.name}.pause`);
@@ -622,6 +650,7 @@ async function runScenario(sc: Scenario): Promise<void> {
       deflate: agreed && { params: agreed.params, options: agreed.server },
     }),
     serverEnd,
+    sc.probeAfterFin,
   );
   const client = makeSide(
     "client",
@@ -631,6 +660,7 @@ async function runScenario(sc: Scenario): Promise<void> {
       deflate: agreed && { params: agreed.params, options: agreed.client },
     }),
     clientEnd,
+    sc.probeAfterFin,
   );
   const log: string[] = [];
   const problemsBefore = processProblems.length;
@@ -673,6 +703,7 @@ async function runScenario(sc: Scenario): Promise<void> {
       if (side.stateAtFin === "open") {
         throw new Violation(`${side.name} was still open after the peer's FIN`);
       }
+      if (side.violations.length > 0) throw new Violation(`${side.name}: ${side.violations[0]}`);
       if (side.ws.readyState !== "closed" || side.ws.send("late")) {
         throw new Violation(`${side.name} is ${side.ws.readyState} after 'close' and still sends`);
       }
@@ -700,7 +731,11 @@ async function runScenario(sc: Scenario): Promise<void> {
 // ───────────────────────────── the target ─────────────────────────────
 
 /** Thrown into the other lanes once one lane failed, so they stop at once. */
-class LaneStopped extends Error {}
+class LaneStopped extends Error {
+  constructor() {
+    super("stopped: another lane found a failure");
+  }
+}
 
 const LANES = 4;
 /** A scenario that takes this long hangs. */
@@ -727,7 +762,9 @@ export const connectionTarget: Target = {
     process.on("unhandledRejection", onRejection);
     process.on("warning", onWarning);
 
-    let failedLane: number | null = null;
+    // Lanes that found a failure, in the order they did: they go on to shrink it, the others
+    // stop at their next run.
+    const failedLanes: number[] = [];
     // A replay (--path) runs one lane with the seed it was found with.
     const lanes = options.path === undefined ? LANES : 1;
     try {
@@ -735,11 +772,11 @@ export const connectionTarget: Target = {
         Array.from({ length: lanes }, async (_, lane) => {
           const seed = options.seed + lane;
           const property = fc.asyncProperty(scenario, async (sc) => {
-            if (failedLane !== null && failedLane !== lane) throw new LaneStopped();
+            if (failedLanes.length > 0 && !failedLanes.includes(lane)) throw new LaneStopped();
             try {
               await runScenario(sc);
             } catch (error) {
-              failedLane ??= lane;
+              if (!failedLanes.includes(lane)) failedLanes.push(lane);
               throw error;
             }
           });
@@ -756,7 +793,11 @@ export const connectionTarget: Target = {
         }),
       );
       const runs = results.reduce((sum, r) => sum + r.runs, 0);
-      const failed = results.find((r) => r.failure !== null);
+      // The first lane to fail; a lane can also fail without passing through our catch (a run
+      // that timed out).
+      const failed =
+        failedLanes.map((lane) => results[lane]).find((r) => r.failure !== null) ??
+        results.find((r) => r.failure !== null);
       const failure: Failure | null = failed ? { ...failed.failure!, seed: failed.seed } : null;
       return {
         runs,

@@ -35,6 +35,14 @@ const MUTANTS: Mutant[] = [
     targets: ["protocol-exact"],
   },
   {
+    name: "inflated-reentry",
+    bug: "receive() from a callback fired by inflated() parses ahead of input held back",
+    file: "src/protocol/protocol.ts",
+    find: "const wasParsing = this.parsing;\n      this.parsing = true;\n      try {\n        this.deliverMessage();\n      } finally {\n        this.parsing = wasParsing;\n      }",
+    replace: "this.deliverMessage();",
+    targets: ["protocol-exact"],
+  },
+  {
     name: "compressed-wire-limit",
     bug: "compressed messages limited by their wire size, refusing valid ones near the limit",
     file: "src/protocol/protocol.ts",
@@ -165,10 +173,27 @@ const MUTANTS: Mutant[] = [
   },
   {
     name: "sends-after-fin",
-    bug: "after the peer's FIN the connection still accepts sends, which fail 'write after end'",
+    bug: "after the peer's FIN the connection stays open and accepts sends that cannot arrive",
     file: "src/connection/connection.ts",
-    find: "so nothing more is accepted.\n    this.closeRequested = true;\n    this.stopHeartbeat();\n    this.sender.stop();",
-    replace: "so nothing more is accepted.",
+    find: "cannot drain.\n    this.endTransport();",
+    replace: "cannot drain.\n    if (!this.socket.destroyed) this.socket.end();",
+    targets: ["connection"],
+  },
+  {
+    name: "write-after-fin",
+    bug: "on the peer's FIN the socket is ended before this turn's output is flushed",
+    file: "src/connection/connection.ts",
+    find: "cannot drain.\n    this.endTransport();",
+    replace:
+      "cannot drain.\n    this.closeRequested = true;\n    this.stopHeartbeat();\n    this.sender.stop();\n    if (!this.socket.destroyed) this.socket.end();\n    this.armCloseTimer();",
+    targets: ["connection"],
+  },
+  {
+    name: "ping-after-fin",
+    bug: "ping() still queues a frame once the connection is closing (written after the end)",
+    file: "src/connection/connection.ts",
+    find: 'return this.readyState === "open" && this.core.ping(payload);',
+    replace: "return this.core.ping(payload);",
     targets: ["connection"],
   },
   {

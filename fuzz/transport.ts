@@ -7,7 +7,8 @@
  * - Flow control: a write completes at once while the peer's unread bytes stay under the peer's
  *   readableHighWaterMark; otherwise its callback is held until the peer reads, so
  *   writableLength grows and write() eventually returns false, as with a full TCP window.
- * - end() is a FIN: the peer reads what came before it, then end-of-stream (half-open allowed).
+ * - end() is a FIN: the peer reads what came before it, then end-of-stream (half-open allowed);
+ *   like a socket's shutdown, it completes ('finish') in a later turn.
  * - destroy() is a close(): the peer sees end-of-stream, and, as with the RST a TCP stack sends
  *   in answer to data for a socket that is gone, the peer's held write fails with ECONNRESET
  *   and its later writes fail with EPIPE. Or, with `reset: false`, like a peer that vanished
@@ -68,7 +69,9 @@ export class TransportEnd extends Duplex {
   override _final(callback: (error?: Error | null) => void): void {
     this.finQueued = true;
     this.scheduleDelivery();
-    callback();
+    // A TCP shutdown completes later, as a net.Socket's does (its libuv shutdown request is
+    // answered in a later phase of the event loop), not within the turn that asked for it.
+    setImmediate(callback);
   }
 
   override _read(): void {
