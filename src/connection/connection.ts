@@ -85,6 +85,8 @@ export class WebSocketConnection extends EventEmitter<WebSocketConnectionEvents>
   private pendingBytes = 0;
   private flushScheduled = false;
   private endAfterFlush = false;
+  /** The peer's FIN arrived while the core was inflating: end once the input it held is parsed. */
+  private finAfterInflate = false;
   private closeRequested = false;
   private closed = false;
   private readingPaused = false;
@@ -126,6 +128,10 @@ export class WebSocketConnection extends EventEmitter<WebSocketConnectionEvents>
     };
     netSocket.setNoDelay?.(true);
     netSocket.setTimeout?.(0);
+    // The connection ends its side itself once the peer's FIN is handled (onEnd): a socket that
+    // ended on its own at the FIN would refuse the reply to a close frame still being parsed
+    // (a client socket from http.request is not half-open by default).
+    socket.allowHalfOpen = true;
     socket.on("data", (chunk: Buffer) => this.onData(chunk));
     socket.on("drain", () => this.onDrain());
     socket.on("error", (error: Error) => this.onSocketError(error));
@@ -280,6 +286,7 @@ export class WebSocketConnection extends EventEmitter<WebSocketConnectionEvents>
         if (this.closed) return;
         this.core.inflated(chunks);
         this.updateReading();
+        this.endIfFinWaited();
       },
       (error: unknown) => {
         // A codec closed under a pending job means the connection is already going away.
@@ -293,8 +300,16 @@ export class WebSocketConnection extends EventEmitter<WebSocketConnectionEvents>
                 String(error),
               ),
         );
+        this.endIfFinWaited();
       },
     );
+  }
+
+  /** Handles a FIN deferred by onEnd once the core has parsed everything read before it. */
+  private endIfFinWaited(): void {
+    if (!this.finAfterInflate || this.closed || this.core.inflating) return;
+    this.finAfterInflate = false;
+    this.endTransport();
   }
 
   private onPong(data: Buffer): void {
@@ -449,6 +464,18 @@ export class WebSocketConnection extends EventEmitter<WebSocketConnectionEvents>
     // 7.1.1); in every other case the connection is over as well, so nothing more is accepted.
     // Output gathered this turn (such as the reply to the peer's close frame) is flushed before
     // our side ends, and the close timeout bounds the wait for output that cannot drain.
+    // Node emits 'end' after the last chunk even while reading is paused, so the core may still
+    // be inflating a frame with input held behind it (a ping, a close frame): the FIN waits
+    // until that input is parsed, or its replies would be written after our end.
+    if (this.core.inflating) {
+      this.finAfterInflate = true;
+      // Nothing new is accepted from now on, as when the FIN is handled at once.
+      this.closeRequested = true;
+      this.stopHeartbeat();
+      this.sender.stop();
+      this.armCloseTimer();
+      return;
+    }
     this.endTransport();
   }
 

@@ -4,7 +4,7 @@
 import { once } from "node:events";
 import { createServer as createNetServer, connect as netConnect, type Socket } from "node:net";
 import type { Duplex } from "node:stream";
-import { createInflateRaw } from "node:zlib";
+import { createInflateRaw, deflateRawSync, constants as zlibConstants } from "node:zlib";
 import { afterEach, describe, expect, it } from "vitest";
 import { type ConnectionOptions, WebSocketConnection } from "../../src/connection/connection.js";
 import { Opcode } from "../../src/protocol/constants.js";
@@ -1285,6 +1285,55 @@ describe("fuzzing regressions", () => {
     await waitUntil(() => events.length > 0, WAIT, "the close event");
     await sleep(50);
     expect(events).toEqual(["close 1006"]);
+  });
+
+  // Node emits 'end' after the last chunk even while the 'data' listener has paused the stream,
+  // so the FIN was handled while the core was still inflating: the reply to the close frame held
+  // behind the compressed message was written after our end, and the close came out as 1006.
+  it("waits for an inflation before handling a FIN read in the same chunk", async () => {
+    const listener = createNetServer();
+    listener.listen(0, "127.0.0.1");
+    await once(listener, "listening");
+    cleanups.push(() => listener.close());
+    const port = (listener.address() as { port: number }).port;
+    const accepted = once(listener, "connection") as Promise<[Socket]>;
+    const clientSocket = netConnect(port, "127.0.0.1");
+    await once(clientSocket, "connect");
+    const [raw] = await accepted;
+    cleanups.push(() => raw.destroy());
+    const fromClient: Buffer[] = [];
+    raw.on("data", (chunk: Buffer) => fromClient.push(chunk));
+    const rawEnded = once(raw, "end");
+    const ws = track(
+      new WebSocketConnection(clientSocket, {
+        role: "client",
+        deflate: { params: deflateParams, options: { threshold: 0 } },
+      }),
+    );
+    const atClient = record(ws);
+    ws.pause();
+    const text = "compressed words ".repeat(200);
+    const compressed = deflateRawSync(Buffer.from(text), {
+      finishFlush: zlibConstants.Z_SYNC_FLUSH,
+    }).subarray(0, -4);
+    raw.end(
+      Buffer.concat([
+        rawFrame(Opcode.Text, compressed, { rsv1: true, mask: false }),
+        rawFrame(Opcode.Close, closePayload(4001, "done"), { mask: false }),
+      ]),
+    );
+    await sleep(20);
+    ws.resume();
+    expect(await within(atClient.closed, WAIT, "the client's close")).toEqual({
+      code: 4001,
+      reason: "done",
+    });
+    expect(atClient.messages.map((m) => m.data.toString())).toEqual([text]);
+    expect(atClient.errors).toEqual([]);
+    // The close frame was answered before our side ended.
+    await within(rawEnded, WAIT, "the client's FIN");
+    const replies = parseFrames(Buffer.concat(fromClient)).filter((f) => f.opcode === Opcode.Close);
+    expect(replies.map((f) => f.payload.readUInt16BE(0))).toEqual([4001]);
   });
 
   // After the peer's FIN the connection still accepted sends, which then failed with
