@@ -1,0 +1,216 @@
+import type { Logger } from "../server/logger.js";
+
+/**
+ * The service API: what a module in the service root exports. A service is a plain object of
+ * hooks made by `defineService`, the module's default export; the same object runs on the I/O
+ * thread, in a worker thread or in a child process, so hooks only see what crosses that
+ * boundary: decoded messages, request metadata and per-connection data that can be cloned.
+ */
+
+/** Where a service runs. */
+export type Isolation = "worker" | "process" | "main";
+
+/** What a module may export as `config` next to its service. */
+export interface ServiceConfig {
+  /** Where the service runs: its own worker thread (default), a child process or the I/O thread. */
+  isolation?: Isolation;
+  /** Request headers copied into `client.headers` (lower case). The upgrade hook sees them all. */
+  headers?: readonly string[];
+  /** Heap limit of the worker or process in MiB; past it the service is restarted. */
+  maxHeapMb?: number;
+  /** A service that does not answer the watchdog for this long is restarted. */
+  watchdogMs?: number;
+  /** Largest message accepted from a client; larger ones close with 1009. */
+  maxMessageSize?: number;
+}
+
+/** A connection request as the upgrade hook sees it. */
+export interface UpgradeRequest {
+  /** The request path, as the client sent it. */
+  readonly path: string;
+  readonly params: Readonly<Record<string, string>>;
+  readonly query: URLSearchParams;
+  /** Every request header, names in lower case; repeated headers joined with ", ". */
+  readonly headers: Readonly<Record<string, string>>;
+  readonly remoteAddress: string;
+  /** Subprotocols the client offered (Sec-WebSocket-Protocol), in its order of preference. */
+  readonly protocols: readonly string[];
+}
+
+/** Refuses a connection from the upgrade hook: the client gets this HTTP status and body. */
+export interface UpgradeRejection {
+  readonly reject: { readonly status: number; readonly reason: string };
+}
+
+/** Accepts a connection from the upgrade hook, with its per-connection data and subprotocol. */
+export interface UpgradeAcceptance<Data> {
+  readonly data?: Data;
+  /** One of `request.protocols`. */
+  readonly protocol?: string;
+}
+
+// biome-ignore lint/suspicious/noConfusingVoidType: a hook that returns nothing accepts.
+export type UpgradeResult<Data> = UpgradeAcceptance<Data> | UpgradeRejection | undefined | void;
+
+/** Builds the upgrade hook's refusal: `return reject(401, "login required")`. */
+export function reject(status: number, reason = ""): UpgradeRejection {
+  if (!Number.isInteger(status) || status < 400 || status > 599) {
+    throw new RangeError(`reject() takes a 4xx or 5xx status, not ${status}`);
+  }
+  return { reject: { status, reason } };
+}
+
+/** One message from a client. */
+export interface ServiceMessage {
+  readonly isBinary: boolean;
+  /** The payload as bytes (a view, no copy). */
+  bytes(): Uint8Array;
+  /** The payload decoded as UTF-8. */
+  text(): string;
+  /** The payload parsed as JSON; throws a SyntaxError on bad JSON. */
+  json<T = unknown>(): T;
+}
+
+/** Outgoing data: strings go as text messages, bytes as binary ones. */
+export type SendData = string | Uint8Array | ArrayBuffer;
+
+export interface SendOptions {
+  /** Send a string as binary or bytes as text (bytes must then be valid UTF-8). */
+  binary?: boolean;
+}
+
+export interface SubscribeOptions {
+  /** Receives the topic's messages without being counted as a member. */
+  silent?: boolean;
+}
+
+/** One connected client, as a service sees it. */
+export interface Client<Data = unknown> extends AsyncIterable<ServiceMessage> {
+  /** Unique within this server for its lifetime. */
+  readonly id: string;
+  readonly remoteAddress: string;
+  readonly params: Readonly<Record<string, string>>;
+  readonly query: URLSearchParams;
+  /** The request headers named in the service's `config.headers`. */
+  readonly headers: Readonly<Record<string, string>>;
+  /** The negotiated subprotocol, or "". */
+  readonly protocol: string;
+  /** True when this client was connected before a reload and is being handed to a new instance. */
+  readonly handover: boolean;
+  /** False once the client closed or `close()` was called. */
+  readonly open: boolean;
+  /** Per-connection state: what the upgrade hook returned as `data`, or `undefined`. */
+  data: Data;
+  send(data: SendData, options?: SendOptions): void;
+  /** Starts the closing handshake (RFC 6455 section 7.1.2); code 1000 when omitted. */
+  close(code?: number, reason?: string): void;
+  subscribe(topic: string, options?: SubscribeOptions): void;
+  unsubscribe(topic: string): void;
+}
+
+export interface BroadcastOptions {
+  /** A client (or its id) that does not get the message, such as its sender. */
+  except?: Client | string;
+}
+
+/** What every hook gets besides its own arguments. */
+export interface ServiceContext<Data = unknown> {
+  /** The route of the service, such as "chat/[room].ts". */
+  readonly name: string;
+  /** The clients connected now, by id. */
+  readonly clients: ReadonlyMap<string, Client<Data>>;
+  /** Sends to every client of this service. */
+  broadcast(data: SendData, options?: BroadcastOptions & SendOptions): void;
+  /** Sends to every subscriber of a topic, in any service of this server. */
+  publish(topic: string, data: SendData, options?: BroadcastOptions & SendOptions): void;
+  readonly logger: Logger;
+  /** The service's configuration, after the server's defaults were applied. */
+  readonly config: Readonly<Required<Omit<ServiceConfig, "headers">>> & {
+    readonly headers: readonly string[];
+  };
+}
+
+type Awaitable<T> = T | Promise<T>;
+
+/** The hooks of a service; every one is optional. */
+export interface ServiceHooks<Data = unknown, State = unknown> {
+  /** Runs once when the service starts, before any connection. */
+  start?(ctx: ServiceContext<Data>): Awaitable<void>;
+  /** Decides whether a connection is accepted, and with which data. Auth lives here. */
+  upgrade?(request: UpgradeRequest, ctx: ServiceContext<Data>): Awaitable<UpgradeResult<Data>>;
+  open?(client: Client<Data>, ctx: ServiceContext<Data>): Awaitable<void>;
+  /**
+   * A message from a client. Without this hook, messages wait for the pull style:
+   * `for await (const message of client)`.
+   */
+  message?(
+    client: Client<Data>,
+    message: ServiceMessage,
+    ctx: ServiceContext<Data>,
+  ): Awaitable<void>;
+  close?(
+    client: Client<Data>,
+    code: number,
+    reason: string,
+    ctx: ServiceContext<Data>,
+  ): Awaitable<void>;
+  /** A protocol error on a client's connection, or an exception thrown by a hook for it. */
+  error?(client: Client<Data>, error: ServiceError, ctx: ServiceContext<Data>): Awaitable<void>;
+  /** Runs once on shutdown, after the clients were closed. */
+  stop?(ctx: ServiceContext<Data>): Awaitable<void>;
+  /** On hot reload: the state to hand to the new instance (must be structured-cloneable). */
+  snapshot?(ctx: ServiceContext<Data>): Awaitable<State>;
+  /** On hot reload: receives what the old instance's `snapshot` returned, before any `open`. */
+  restore?(state: State, ctx: ServiceContext<Data>): Awaitable<void>;
+}
+
+/** An error reported to a service's `error` hook. */
+export interface ServiceError extends Error {
+  /** A stable code, such as WS_ERR_MESSAGE_TOO_BIG or SB_ERR_HOOK_FAILED. */
+  readonly code: string;
+}
+
+const SERVICE = Symbol.for("switchboard.service");
+
+export interface ServiceDefinition<Data = unknown, State = unknown> {
+  readonly [SERVICE]: true;
+  readonly hooks: ServiceHooks<Data, State>;
+}
+
+/** Makes a service: the default export of a module in the service root. */
+export function defineService<Data = undefined, State = unknown>(
+  hooks: ServiceHooks<Data, State>,
+): ServiceDefinition<Data, State> {
+  if (hooks === null || typeof hooks !== "object") {
+    throw new TypeError("defineService() takes an object of hooks");
+  }
+  for (const [name, hook] of Object.entries(hooks)) {
+    if (!HOOK_NAMES.has(name)) throw new TypeError(`defineService(): unknown hook "${name}"`);
+    if (hook !== undefined && typeof hook !== "function") {
+      throw new TypeError(`defineService(): hook "${name}" is not a function`);
+    }
+  }
+  return Object.freeze({ [SERVICE]: true as const, hooks: Object.freeze({ ...hooks }) });
+}
+
+const HOOK_NAMES = new Set([
+  "start",
+  "upgrade",
+  "open",
+  "message",
+  "close",
+  "error",
+  "stop",
+  "snapshot",
+  "restore",
+]);
+
+/** True for what `defineService` returned (in any copy of this module). */
+export function isServiceDefinition(value: unknown): value is ServiceDefinition {
+  return (
+    typeof value === "object" &&
+    value !== null &&
+    (value as Record<symbol, unknown>)[SERVICE] === true &&
+    typeof (value as { hooks?: unknown }).hooks === "object"
+  );
+}
