@@ -22,7 +22,19 @@ export interface Rejection {
   /** A short plain-text body. Keep details that could leak in the log instead. */
   body?: string;
   headers?: Record<string, string>;
+  /** Why, for the log line only (never sent). */
+  reason?: string;
 }
+
+/** What `verify` returns to accept a connection with a subprotocol it chose. */
+export interface Acceptance {
+  /** One of the subprotocols the client offered; replaces what `selectProtocol` chose. */
+  protocol?: string;
+  /** A message size limit for this connection, in place of `maxMessageSize`. */
+  maxMessageSize?: number;
+}
+
+export type Verdict = true | Rejection | Acceptance;
 
 export interface UpgradeOptions {
   /** Turns permessage-deflate (RFC 7692) on; off by default. */
@@ -32,8 +44,11 @@ export interface UpgradeOptions {
   maxBufferedBytes?: number;
   /** Picks one of the client's subprotocols, or none. */
   selectProtocol?: (offered: readonly string[], req: IncomingMessage) => string | undefined | null;
-  /** Accepts (true) or refuses the upgrade; runs after the handshake itself was found valid. */
-  verify?: (req: IncomingMessage) => true | Rejection | Promise<true | Rejection>;
+  /**
+   * Accepts (true, or an Acceptance naming the subprotocol) or refuses the upgrade; runs after
+   * the handshake itself was found valid, so it may decide the subprotocol asynchronously.
+   */
+  verify?: (req: IncomingMessage) => Verdict | Promise<Verdict>;
   /** Amends the 101 response (extra headers, cookies) before it is sent. */
   amendResponse?: (response: HandshakeResponse, req: IncomingMessage) => void;
   heartbeat?: HeartbeatOptions | false;
@@ -119,18 +134,40 @@ async function upgrade(
     return;
   }
 
+  let protocol = result.protocol;
+  let maxMessageSize = options.maxMessageSize;
   if (options.verify) {
-    let verdict: true | Rejection;
+    let verdict: Verdict;
     try {
       verdict = await options.verify(req);
     } catch (error) {
       log.error({ err: error, url: req.url }, "upgrade verification threw");
       verdict = { status: 500, body: "Internal Server Error" };
     }
-    if (verdict !== true) {
+    if (verdict !== true && !("status" in verdict)) {
+      maxMessageSize = verdict.maxMessageSize ?? maxMessageSize;
+      if (verdict.protocol !== undefined && verdict.protocol !== protocol) {
+        if (!offeredProtocols(req).includes(verdict.protocol)) {
+          throw new TypeError(
+            `verify chose a subprotocol the client did not offer: ${verdict.protocol}`,
+          );
+        }
+        protocol = verdict.protocol;
+        const headers = result.response.headers.filter(
+          ([name]) => name.toLowerCase() !== "sec-websocket-protocol",
+        );
+        if (protocol !== "") headers.push(["Sec-WebSocket-Protocol", protocol]);
+        result.response.headers = headers;
+      }
+    } else if (verdict !== true) {
       log.info(
-        { status: verdict.status, url: req.url, remoteAddress: req.socket.remoteAddress },
-        "upgrade refused by verify",
+        {
+          status: verdict.status,
+          url: req.url,
+          remoteAddress: req.socket.remoteAddress,
+          reason: verdict.reason,
+        },
+        "upgrade refused",
       );
       const headers = Object.entries(verdict.headers ?? {});
       abort(
@@ -154,11 +191,11 @@ async function upgrade(
     socket,
     {
       role: "server",
-      protocol: result.protocol,
+      protocol,
       handshakeHeaders: req.headers,
       extensions: result.extensions,
       deflate: result.deflate && deflate ? { params: result.deflate, options: deflate } : null,
-      maxMessageSize: options.maxMessageSize,
+      maxMessageSize,
       maxFragments: options.maxFragments,
       maxBufferedBytes: options.maxBufferedBytes,
       heartbeat: options.heartbeat === undefined ? DEFAULT_HEARTBEAT : options.heartbeat,
@@ -173,6 +210,16 @@ async function upgrade(
     log.error({ err: error, url: req.url }, "connection handler threw");
     connection.close(CloseCode.InternalError);
   }
+}
+
+/** The client's Sec-WebSocket-Protocol offer (the handshake already found it well formed). */
+function offeredProtocols(req: IncomingMessage): string[] {
+  const header = req.headers["sec-websocket-protocol"];
+  if (header === undefined) return [];
+  return header
+    .split(",")
+    .map((token) => token.trim())
+    .filter((token) => token !== "");
 }
 
 function abort(socket: Duplex, response: HandshakeResponse): void {

@@ -1,0 +1,250 @@
+/**
+ * What crosses between the I/O thread and a service runtime: batches of records.
+ *
+ * One postMessage per WebSocket message would cap throughput at what the thread channel can
+ * carry, so each side gathers the records of one event-loop turn and posts them together. The
+ * payloads of a batch are packed into one ArrayBuffer that is transferred, not cloned: the bytes
+ * are copied once, out of the socket's read buffer (which is shared and cannot be transferred),
+ * and the other side reads them as views. Where no boundary is crossed (isolation "main"),
+ * payloads are passed as they are.
+ *
+ * A record is a small array whose first element is its kind. A payload field holds either a
+ * Uint8Array (no copy) or the payload's [offset, length] in the batch's buffer.
+ */
+
+/** Records from the I/O thread to a runtime. */
+export const Event = {
+  /** [kind, startInfo]: begin (run the start hook, or restore and start). */
+  Start: 1,
+  /** [kind, requestId, UpgradeRequestInfo] */
+  Upgrade: 2,
+  /** [kind, clientId, OpenInfo] */
+  Open: 3,
+  /** [kind, clientId, isBinary 0|1, payload] */
+  Message: 4,
+  /** [kind, clientId, code, reason] */
+  Close: 5,
+  /** [kind, clientId, code, message] */
+  Error: 6,
+  /** [kind, seq]: the watchdog asks for a Pong. */
+  Ping: 7,
+  /** [kind]: run the stop hook, answer Stopped. */
+  Stop: 8,
+  /** [kind]: answer Snapshot with the state to hand to the next instance. */
+  Snapshot: 9,
+  /** [kind, upgradeRequestId]: the upgrade accepted by the hook failed later (the data is dropped). */
+  UpgradeAbandoned: 10,
+} as const;
+
+/** Records from a runtime to the I/O thread. */
+export const Command = {
+  /** [kind, LoadedInfo]: the module loaded; the I/O thread answers Start (or moves it). */
+  Loaded: 1,
+  /** [kind, ErrorInfo]: loading or starting failed; the runtime is useless. */
+  Failed: 2,
+  /** [kind]: the start hook finished; events may flow. */
+  Ready: 3,
+  /** [kind, clientId, isBinary 0|1, payload] */
+  Send: 4,
+  /** [kind, clientId, code, reason] */
+  Close: 5,
+  /** [kind, exceptClientId (0: none), isBinary 0|1, payload] */
+  Broadcast: 6,
+  /** [kind, topic, exceptClientId (0: none), isBinary 0|1, payload] */
+  Publish: 7,
+  /** [kind, clientId, topic, silent 0|1] */
+  Subscribe: 8,
+  /** [kind, clientId, topic] */
+  Unsubscribe: 9,
+  /** [kind, requestId, UpgradeDecision] */
+  UpgradeResult: 10,
+  /** [kind, seq] */
+  Pong: 11,
+  /** [kind] */
+  Stopped: 12,
+  /** [kind, SnapshotInfo] */
+  Snapshot: 13,
+  /** [kind, level, context, message] */
+  Log: 14,
+  /** [kind, clientId]: stop reading this client (its pull-style queue is full). */
+  Pause: 15,
+  /** [kind, clientId] */
+  Resume: 16,
+  /** [kind, ErrorInfo]: an exception nothing caught; the runtime ends right after (process). */
+  Crashed: 17,
+} as const;
+
+export type Payload = Uint8Array | readonly [offset: number, length: number];
+export type BatchRecord = readonly unknown[];
+
+export interface Batch {
+  /** Increases by one per batch sent in this direction. */
+  readonly seq: number;
+  /** The seq of the last batch received from the other side and fully handled. */
+  readonly ack: number;
+  readonly records: readonly BatchRecord[];
+  /** Packed payloads, when the batch crosses a thread or process boundary. */
+  readonly buffer: ArrayBuffer | null;
+}
+
+/** What the I/O thread tells a runtime about a new request. */
+export interface UpgradeRequestInfo {
+  path: string;
+  params: Record<string, string>;
+  /** The raw query string, without "?". */
+  query: string;
+  headers: Record<string, string>;
+  remoteAddress: string;
+  protocols: string[];
+}
+
+export type UpgradeDecision =
+  | { accept: true; protocol: string }
+  | { accept: false; status: number; reason: string }
+  | { error: ErrorInfo };
+
+export interface OpenInfo {
+  remoteAddress: string;
+  params: Record<string, string>;
+  query: string;
+  headers: Record<string, string>;
+  protocol: string;
+  /** The upgrade request whose data this client takes (0: none). */
+  upgradeId: number;
+  /** Handed over from a previous instance; `data` is what it held. */
+  handover: boolean;
+  data?: unknown;
+}
+
+export interface LoadedInfo {
+  /** The module's `config` export as it was (validated by the I/O thread). */
+  config: unknown;
+  hooks: { upgrade: boolean; message: boolean; snapshot: boolean; restore: boolean };
+  /** Local files the module imported, itself included (what hot reload watches). */
+  imports: string[];
+}
+
+export interface StartInfo {
+  /** The configuration the I/O thread resolved for the service. */
+  config: unknown;
+  /** Present on a hot reload: what the previous instance's snapshot returned. */
+  restore?: { state: unknown };
+}
+
+export interface SnapshotInfo {
+  /** What the snapshot hook returned (undefined without one). */
+  state: unknown;
+  /** Each client's `data`, so it survives the reload: [clientId, data] pairs. */
+  clientData: Array<[number, unknown]>;
+  /** Set when the snapshot hook threw or its result could not be cloned. */
+  error?: ErrorInfo;
+}
+
+export interface ErrorInfo {
+  code: string;
+  message: string;
+  stack?: string;
+}
+
+export function errorInfo(error: unknown, code = "SB_ERR_HOOK_FAILED"): ErrorInfo {
+  if (error instanceof Error) {
+    const own = (error as { code?: unknown }).code;
+    return {
+      code: typeof own === "string" ? own : code,
+      message: error.message,
+      stack: error.stack,
+    };
+  }
+  return { code, message: String(error) };
+}
+
+const INITIAL_BUFFER = 16 * 1024;
+
+/**
+ * Gathers the records of one turn. With `pack`, payloads are copied into one growing buffer
+ * that `take()` hands over for transfer; without it, payloads are kept by reference.
+ */
+export class BatchWriter {
+  private records: BatchRecord[] = [];
+  private buffer: Buffer | null = null;
+  private offset = 0;
+  private seq = 0;
+
+  constructor(private readonly pack: boolean) {}
+
+  get size(): number {
+    return this.records.length;
+  }
+
+  /** Bytes of payload gathered so far. */
+  get bytes(): number {
+    return this.offset;
+  }
+
+  add(record: BatchRecord): void {
+    this.records.push(record);
+  }
+
+  /** Adds a record whose last element is the payload. */
+  addWithPayload(head: readonly unknown[], payload: Uint8Array | string): void {
+    if (!this.pack) {
+      this.records.push([
+        ...head,
+        typeof payload === "string" ? Buffer.from(payload, "utf8") : payload,
+      ]);
+      return;
+    }
+    let length: number;
+    if (typeof payload === "string") {
+      // UTF-8 takes at most 3 bytes per UTF-16 code unit.
+      this.reserve(payload.length * 3);
+      length = this.buffer!.write(payload, this.offset, "utf8");
+    } else {
+      this.reserve(payload.byteLength);
+      this.buffer!.set(payload, this.offset);
+      length = payload.byteLength;
+    }
+    this.records.push([...head, [this.offset, length]]);
+    this.offset += length;
+  }
+
+  /**
+   * The gathered batch (null when empty, unless `evenIfEmpty`: an acknowledgement alone), and
+   * what to transfer with it.
+   */
+  take(ack: number, evenIfEmpty = false): { batch: Batch; transfer: ArrayBuffer[] } | null {
+    if (this.records.length === 0 && !evenIfEmpty) return null;
+    let buffer: ArrayBuffer | null = null;
+    if (this.buffer !== null && this.offset > 0) {
+      // The buffer was allocated here (never from the shared pool), so it can be transferred.
+      buffer = this.buffer.buffer as ArrayBuffer;
+    }
+    const batch: Batch = { seq: ++this.seq, ack, records: this.records, buffer };
+    this.records = [];
+    this.buffer = null;
+    this.offset = 0;
+    return { batch, transfer: buffer === null ? [] : [buffer] };
+  }
+
+  private reserve(length: number): void {
+    const needed = this.offset + length;
+    if (this.buffer !== null && needed <= this.buffer.length) return;
+    let size = this.buffer === null ? INITIAL_BUFFER : this.buffer.length * 2;
+    while (size < needed) size *= 2;
+    // A fresh ArrayBuffer of its own, never a slice of Buffer's shared pool.
+    const next = Buffer.from(new ArrayBuffer(size));
+    if (this.buffer !== null) this.buffer.copy(next, 0, 0, this.offset);
+    this.buffer = next;
+  }
+}
+
+/** The bytes of a payload field of a received batch, as a view (no copy). */
+export function payloadOf(batch: Batch, field: unknown): Buffer {
+  if (field instanceof Uint8Array) {
+    return Buffer.isBuffer(field)
+      ? field
+      : Buffer.from(field.buffer, field.byteOffset, field.byteLength);
+  }
+  const [offset, length] = field as readonly [number, number];
+  return Buffer.from(batch.buffer!, offset, length);
+}

@@ -1,0 +1,629 @@
+import { isUtf8 } from "node:buffer";
+import {
+  type Batch,
+  BatchWriter,
+  Command,
+  type ErrorInfo,
+  Event,
+  errorInfo,
+  type LoadedInfo,
+  type OpenInfo,
+  payloadOf,
+  type SnapshotInfo,
+  type StartInfo,
+  type UpgradeDecision,
+  type UpgradeRequestInfo,
+} from "../isolation/batch.js";
+import type { RuntimeChannel } from "../isolation/transport.js";
+import type { Logger } from "../server/logger.js";
+import type { ResolvedServiceConfig } from "./config.js";
+import {
+  type BroadcastOptions,
+  type Client,
+  isServiceDefinition,
+  type SendData,
+  type SendOptions,
+  type ServiceContext,
+  type ServiceError,
+  type ServiceHooks,
+  type ServiceMessage,
+  type SubscribeOptions,
+  type UpgradeRequest,
+} from "./define.js";
+
+/**
+ * The service side of the boundary: loads a module, runs its hooks on the events the I/O thread
+ * sends, and turns what the hooks do (send, close, publish...) into commands. The same class
+ * runs on the I/O thread, in a worker and in a child process; only the channel differs.
+ *
+ * Hooks never run inside one another: events are dispatched from a batch, in order, and the
+ * events of one client wait while a hook for that client has not settled, so an async `open`
+ * finishes before that client's first `message`.
+ */
+
+/** Past this many unread messages a pull-style client stops being read, until it catches up. */
+const PULL_HIGH_WATER = 256;
+const PULL_LOW_WATER = 64;
+
+class Message implements ServiceMessage {
+  private decoded: string | null = null;
+  constructor(
+    private readonly payload: Buffer,
+    readonly isBinary: boolean,
+  ) {}
+  bytes(): Uint8Array {
+    return this.payload;
+  }
+  text(): string {
+    this.decoded ??= this.payload.toString("utf8");
+    return this.decoded;
+  }
+  json<T = unknown>(): T {
+    return JSON.parse(this.text()) as T;
+  }
+}
+
+class HookError extends Error implements ServiceError {
+  constructor(
+    readonly code: string,
+    message: string,
+    options?: { cause?: unknown },
+  ) {
+    super(message, options);
+    this.name = "ServiceError";
+  }
+}
+
+type Task = () => unknown;
+
+class RuntimeClient<Data> implements Client<Data> {
+  readonly id: string;
+  open = true;
+  data: Data;
+  /** Hooks for this client wait while one of them has not settled. */
+  busy = false;
+  readonly tasks: Task[] = [];
+  /** Messages waiting for the pull style (`for await`). */
+  readonly inbox: ServiceMessage[] = [];
+  paused = false;
+  wake: (() => void) | null = null;
+  closed = false;
+
+  constructor(
+    readonly wireId: number,
+    private readonly runtime: ServiceRuntime,
+    readonly remoteAddress: string,
+    readonly params: Readonly<Record<string, string>>,
+    readonly query: URLSearchParams,
+    readonly headers: Readonly<Record<string, string>>,
+    readonly protocol: string,
+    readonly handover: boolean,
+    data: Data,
+  ) {
+    this.id = String(wireId);
+    this.data = data;
+  }
+
+  send(data: SendData, options?: SendOptions): void {
+    if (!this.open) return;
+    this.runtime.commandWithPayload([Command.Send, this.wireId], data, options);
+  }
+
+  close(code = 1000, reason = ""): void {
+    if (!this.open) return;
+    validateClose(code, reason);
+    this.open = false;
+    this.runtime.command([Command.Close, this.wireId, code, reason]);
+  }
+
+  subscribe(topic: string, options?: SubscribeOptions): void {
+    validateTopic(topic);
+    if (!this.open) return;
+    this.runtime.command([Command.Subscribe, this.wireId, topic, options?.silent ? 1 : 0]);
+  }
+
+  unsubscribe(topic: string): void {
+    validateTopic(topic);
+    if (!this.open) return;
+    this.runtime.command([Command.Unsubscribe, this.wireId, topic]);
+  }
+
+  [Symbol.asyncIterator](): AsyncIterator<ServiceMessage> {
+    return {
+      next: async () => {
+        for (;;) {
+          const message = this.inbox.shift();
+          if (message !== undefined) {
+            if (this.paused && this.inbox.length <= PULL_LOW_WATER) {
+              this.paused = false;
+              this.runtime.command([Command.Resume, this.wireId]);
+            }
+            return { value: message, done: false };
+          }
+          if (this.closed) return { value: undefined, done: true };
+          await new Promise<void>((resolve) => {
+            this.wake = resolve;
+          });
+        }
+      },
+      return: async () => ({ value: undefined, done: true }),
+    };
+  }
+
+  deliver(message: ServiceMessage): void {
+    this.inbox.push(message);
+    if (!this.paused && this.inbox.length >= PULL_HIGH_WATER) {
+      this.paused = true;
+      this.runtime.command([Command.Pause, this.wireId]);
+    }
+    this.wakeUp();
+  }
+
+  wakeUp(): void {
+    const wake = this.wake;
+    this.wake = null;
+    wake?.();
+  }
+}
+
+function validateClose(code: number, reason: string): void {
+  // RFC 6455 section 7.4.1-7.4.2: the registered codes an application has reason to send, and
+  // 3000-4999 (registered and private use).
+  const sendable =
+    code === 1000 || code === 1001 || code === 1008 || code === 1011 || code === 1013;
+  if (!sendable && !(code >= 3000 && code <= 4999)) {
+    throw new RangeError(`close code ${code} may not be sent by a service`);
+  }
+  // Section 5.5: a control frame's payload is at most 125 bytes, 2 of them the code.
+  if (Buffer.byteLength(reason) > 123) throw new RangeError("close reason is over 123 bytes");
+}
+
+function validateTopic(topic: string): void {
+  if (typeof topic !== "string" || topic.length === 0 || topic.length > 256) {
+    throw new TypeError("a topic is a non-empty string of at most 256 characters");
+  }
+}
+
+function toBytes(data: SendData): Uint8Array {
+  if (data instanceof Uint8Array) return data;
+  if (data instanceof ArrayBuffer) return new Uint8Array(data);
+  throw new TypeError("send() takes a string, a Uint8Array or an ArrayBuffer");
+}
+
+export class ServiceRuntime {
+  private readonly writer: BatchWriter;
+  private hooks: ServiceHooks<unknown, unknown> = {};
+  private config: ResolvedServiceConfig | null = null;
+  private readonly clients = new Map<string, RuntimeClient<unknown>>();
+  private readonly byWireId = new Map<number, RuntimeClient<unknown>>();
+  private readonly upgradeData = new Map<number, unknown>();
+  private lastHandled = 0;
+  private flushScheduled = false;
+  private stopping = false;
+  readonly logger: Logger;
+  private readonly context: ServiceContext<unknown>;
+
+  constructor(
+    private readonly channel: RuntimeChannel,
+    name: string,
+  ) {
+    this.writer = new BatchWriter(channel.packs);
+    this.logger = this.makeLogger();
+    const runtime = this;
+    this.context = {
+      name,
+      clients: this.clients,
+      logger: this.logger,
+      get config() {
+        return runtime.config!;
+      },
+      broadcast(data: SendData, options?: BroadcastOptions & SendOptions) {
+        runtime.commandWithPayload(
+          [Command.Broadcast, runtime.exceptId(options?.except)],
+          data,
+          options,
+        );
+      },
+      publish(topic: string, data: SendData, options?: BroadcastOptions & SendOptions) {
+        validateTopic(topic);
+        runtime.commandWithPayload(
+          [Command.Publish, topic, runtime.exceptId(options?.except)],
+          data,
+          options,
+        );
+      },
+    };
+    channel.onBatch((batch) => this.handle(batch));
+  }
+
+  /** Imports the module and reports what it exports: Loaded, or Failed and exit. */
+  async load(
+    importModule: () => Promise<{ module: Record<string, unknown>; imports: string[] }>,
+  ): Promise<void> {
+    let module: Record<string, unknown>;
+    let imports: string[];
+    try {
+      ({ module, imports } = await importModule());
+    } catch (error) {
+      this.fail(errorInfo(error, "SB_ERR_SERVICE_LOAD"));
+      return;
+    }
+    const definition = module.default;
+    if (!isServiceDefinition(definition)) {
+      this.fail({
+        code: "SB_ERR_NOT_A_SERVICE",
+        message: "the module's default export is not a service made by defineService()",
+      });
+      return;
+    }
+    this.hooks = definition.hooks as ServiceHooks<unknown, unknown>;
+    const info: LoadedInfo = {
+      config: cloneable(module.config),
+      hooks: {
+        upgrade: typeof this.hooks.upgrade === "function",
+        message: typeof this.hooks.message === "function",
+        snapshot: typeof this.hooks.snapshot === "function",
+        restore: typeof this.hooks.restore === "function",
+      },
+      imports,
+    };
+    this.command([Command.Loaded, info]);
+  }
+
+  private fail(info: ErrorInfo): void {
+    this.command([Command.Failed, info]);
+    this.flush();
+    this.channel.exit(1);
+  }
+
+  // ─────────────────────────── commands ───────────────────────────
+
+  command(record: readonly unknown[]): void {
+    this.writer.add(record);
+    this.scheduleFlush();
+  }
+
+  commandWithPayload(head: readonly unknown[], data: SendData, options?: SendOptions): void {
+    if (typeof data === "string") {
+      this.writer.addWithPayload([...head, options?.binary ? 1 : 0], data);
+    } else {
+      const bytes = toBytes(data);
+      const binary = options?.binary ?? true;
+      if (!binary && !isUtf8(bytes)) throw new TypeError("text messages must be valid UTF-8");
+      this.writer.addWithPayload([...head, binary ? 1 : 0], bytes);
+    }
+    this.scheduleFlush();
+  }
+
+  private exceptId(except: Client | string | undefined): number {
+    if (except === undefined) return 0;
+    const id = typeof except === "string" ? except : except.id;
+    return this.clients.get(id)?.wireId ?? 0;
+  }
+
+  private scheduleFlush(): void {
+    if (this.flushScheduled) return;
+    this.flushScheduled = true;
+    setImmediate(() => this.flush());
+  }
+
+  flush(acknowledge = false): void {
+    this.flushScheduled = false;
+    const taken = this.writer.take(this.lastHandled, acknowledge);
+    if (taken !== null) this.channel.post(taken.batch, taken.transfer);
+  }
+
+  // ─────────────────────────── events ───────────────────────────
+
+  private handle(batch: Batch): void {
+    for (const record of batch.records) {
+      try {
+        this.dispatch(batch, record);
+      } catch (error) {
+        this.logger.error({ err: error }, "event dispatch failed");
+      }
+    }
+    this.lastHandled = batch.seq;
+    // Answer in one batch per batch received, empty or not: the acknowledgement rides along.
+    this.flush(true);
+  }
+
+  private dispatch(batch: Batch, record: readonly unknown[]): void {
+    switch (record[0]) {
+      case Event.Message: {
+        const client = this.byWireId.get(record[1] as number);
+        if (client === undefined) return;
+        const message = new Message(payloadOf(batch, record[3]), record[2] === 1);
+        if (this.hooks.message) {
+          this.run(client, "message", () => this.hooks.message!(client, message, this.context));
+        } else {
+          client.deliver(message);
+        }
+        return;
+      }
+      case Event.Open:
+        this.open(record[1] as number, record[2] as OpenInfo);
+        return;
+      case Event.Close:
+        this.closed(record[1] as number, record[2] as number, record[3] as string);
+        return;
+      case Event.Error: {
+        const client = this.byWireId.get(record[1] as number);
+        if (client === undefined || !this.hooks.error) return;
+        const error = new HookError(record[2] as string, record[3] as string);
+        this.run(client, "error", () => this.hooks.error!(client, error, this.context));
+        return;
+      }
+      case Event.Upgrade:
+        this.upgrade(record[1] as number, record[2] as UpgradeRequestInfo);
+        return;
+      case Event.UpgradeAbandoned:
+        this.upgradeData.delete(record[1] as number);
+        return;
+      case Event.Ping:
+        this.writer.add([Command.Pong, record[1]]);
+        return;
+      case Event.Start:
+        void this.start(record[1] as StartInfo);
+        return;
+      case Event.Stop:
+        void this.stop();
+        return;
+      case Event.Snapshot:
+        void this.snapshot();
+        return;
+    }
+  }
+
+  private async start(info: StartInfo): Promise<void> {
+    try {
+      this.config = info.config as ResolvedServiceConfig;
+      if (info.restore !== undefined && this.hooks.restore) {
+        await this.hooks.restore(info.restore.state, this.context);
+      }
+      await this.hooks.start?.(this.context);
+    } catch (error) {
+      this.logger.error({ err: error }, "the start hook failed");
+      this.fail(errorInfo(error, "SB_ERR_START_FAILED"));
+      return;
+    }
+    this.command([Command.Ready]);
+  }
+
+  private async stop(): Promise<void> {
+    if (this.stopping) return;
+    this.stopping = true;
+    try {
+      await this.hooks.stop?.(this.context);
+    } catch (error) {
+      this.logger.error({ err: error }, "the stop hook failed");
+    }
+    this.command([Command.Stopped]);
+    this.flush();
+  }
+
+  private async snapshot(): Promise<void> {
+    const info: SnapshotInfo = { state: undefined, clientData: [] };
+    try {
+      if (this.hooks.snapshot) info.state = await this.hooks.snapshot(this.context);
+      info.state = structuredClone(info.state);
+    } catch (error) {
+      this.logger.error({ err: error }, "the snapshot hook failed; the next instance starts empty");
+      info.state = undefined;
+      info.error = errorInfo(error, "SB_ERR_SNAPSHOT_FAILED");
+    }
+    for (const client of this.clients.values()) {
+      if (client.data === undefined) continue;
+      try {
+        info.clientData.push([client.wireId, structuredClone(client.data)]);
+      } catch (error) {
+        this.logger.warn(
+          { clientId: client.id, err: error },
+          "client data cannot be cloned; the next instance gets undefined",
+        );
+      }
+    }
+    this.command([Command.Snapshot, info]);
+    this.flush();
+  }
+
+  private upgrade(id: number, info: UpgradeRequestInfo): void {
+    const request: UpgradeRequest = {
+      path: info.path,
+      params: info.params,
+      query: new URLSearchParams(info.query),
+      headers: info.headers,
+      remoteAddress: info.remoteAddress,
+      protocols: info.protocols,
+    };
+    const answer = (decision: UpgradeDecision) => {
+      this.command([Command.UpgradeResult, id, decision]);
+    };
+    const settle = (result: unknown) => {
+      if (result === undefined || result === null) {
+        answer({ accept: true, protocol: "" });
+        return;
+      }
+      if (typeof result !== "object") {
+        throw new TypeError("the upgrade hook returned neither an object nor undefined");
+      }
+      const rejection = (result as { reject?: { status: number; reason: string } }).reject;
+      if (rejection !== undefined) {
+        answer({ accept: false, status: rejection.status, reason: rejection.reason });
+        return;
+      }
+      const { data, protocol } = result as { data?: unknown; protocol?: unknown };
+      if (
+        protocol !== undefined &&
+        (typeof protocol !== "string" || !info.protocols.includes(protocol))
+      ) {
+        throw new TypeError(
+          `the upgrade hook chose a protocol the client did not offer: ${String(protocol)}`,
+        );
+      }
+      if (data !== undefined) this.upgradeData.set(id, data);
+      answer({ accept: true, protocol: (protocol as string | undefined) ?? "" });
+    };
+    const failed = (error: unknown) => {
+      this.logger.error({ err: error, path: info.path }, "the upgrade hook failed");
+      answer({ error: errorInfo(error) });
+    };
+    if (!this.hooks.upgrade) {
+      answer({ accept: true, protocol: "" });
+      return;
+    }
+    try {
+      const result = this.hooks.upgrade(request, this.context);
+      if (isThenable(result)) result.then(settle, failed).catch(failed);
+      else settle(result);
+    } catch (error) {
+      failed(error);
+    }
+  }
+
+  private open(wireId: number, info: OpenInfo): void {
+    let data: unknown = info.data;
+    if (info.upgradeId !== 0) {
+      data = this.upgradeData.get(info.upgradeId);
+      this.upgradeData.delete(info.upgradeId);
+    }
+    const client = new RuntimeClient<unknown>(
+      wireId,
+      this,
+      info.remoteAddress,
+      Object.freeze({ ...info.params }),
+      new URLSearchParams(info.query),
+      Object.freeze({ ...info.headers }),
+      info.protocol,
+      info.handover,
+      data,
+    );
+    this.clients.set(client.id, client);
+    this.byWireId.set(wireId, client);
+    if (this.hooks.open) this.run(client, "open", () => this.hooks.open!(client, this.context));
+  }
+
+  private closed(wireId: number, code: number, reason: string): void {
+    const client = this.byWireId.get(wireId);
+    if (client === undefined) return;
+    client.open = false;
+    this.clients.delete(client.id);
+    this.byWireId.delete(wireId);
+    const finish = () => {
+      client.closed = true;
+      client.wakeUp();
+    };
+    if (this.hooks.close) {
+      this.run(client, "close", () => this.hooks.close!(client, code, reason, this.context));
+    }
+    this.run(client, "close", finish);
+  }
+
+  /** Runs a hook for a client after the ones before it settled; failures are logged and reported. */
+  private run(client: RuntimeClient<unknown>, hook: string, task: Task): void {
+    if (client.busy) {
+      client.tasks.push(() => this.invoke(client, hook, task));
+      return;
+    }
+    this.invoke(client, hook, task);
+  }
+
+  private invoke(client: RuntimeClient<unknown>, hook: string, task: Task): void {
+    let result: unknown;
+    try {
+      result = task();
+    } catch (error) {
+      this.hookFailed(client, hook, error);
+      this.next(client);
+      return;
+    }
+    if (isThenable(result)) {
+      client.busy = true;
+      result.then(
+        () => this.next(client),
+        (error: unknown) => {
+          this.hookFailed(client, hook, error);
+          this.next(client);
+        },
+      );
+      return;
+    }
+    this.next(client);
+  }
+
+  private next(client: RuntimeClient<unknown>): void {
+    client.busy = false;
+    const task = client.tasks.shift();
+    if (task !== undefined) task();
+  }
+
+  private hookFailed(client: RuntimeClient<unknown>, hook: string, error: unknown): void {
+    this.logger.error({ clientId: client.id, hook, err: error }, `the ${hook} hook threw`);
+    if (hook === "error" || !this.hooks.error) return;
+    const reported = new HookError(
+      "SB_ERR_HOOK_FAILED",
+      `the ${hook} hook threw: ${error instanceof Error ? error.message : String(error)}`,
+      { cause: error },
+    );
+    try {
+      const result = this.hooks.error(client, reported, this.context);
+      if (isThenable(result)) {
+        result.then(undefined, (again: unknown) =>
+          this.logger.error(
+            { clientId: client.id, hook: "error", err: again },
+            "the error hook threw",
+          ),
+        );
+      }
+    } catch (again) {
+      this.logger.error({ clientId: client.id, hook: "error", err: again }, "the error hook threw");
+    }
+  }
+
+  // ─────────────────────────── logging ───────────────────────────
+
+  private makeLogger(): Logger {
+    const log = (level: string) => (context: object, message: string) => {
+      this.command([Command.Log, level, serializeContext(context), message]);
+    };
+    return { error: log("error"), warn: log("warn"), info: log("info"), debug: log("debug") };
+  }
+}
+
+function isThenable(value: unknown): value is PromiseLike<unknown> {
+  return (
+    typeof value === "object" &&
+    value !== null &&
+    typeof (value as { then?: unknown }).then === "function"
+  );
+}
+
+/** Log contexts cross the boundary: errors become plain records, the rest must be JSON. */
+function serializeContext(context: object): Record<string, unknown> {
+  const out: Record<string, unknown> = {};
+  for (const [key, value] of Object.entries(context ?? {})) {
+    if (value instanceof Error) {
+      out[key] = {
+        type: value.name,
+        message: value.message,
+        stack: value.stack,
+        code: (value as { code?: unknown }).code,
+      };
+      continue;
+    }
+    try {
+      out[key] = JSON.parse(JSON.stringify(value) ?? "null");
+    } catch {
+      out[key] = String(value);
+    }
+  }
+  return out;
+}
+
+function cloneable(value: unknown): unknown {
+  try {
+    return structuredClone(value);
+  } catch {
+    return { invalid: true };
+  }
+}

@@ -1,0 +1,820 @@
+import type { WebSocketConnection } from "../connection/connection.js";
+import {
+  type Batch,
+  type BatchRecord,
+  BatchWriter,
+  Command,
+  type ErrorInfo,
+  Event,
+  type LoadedInfo,
+  type OpenInfo,
+  payloadOf,
+  type SnapshotInfo,
+  type StartInfo,
+  type UpgradeDecision,
+  type UpgradeRequestInfo,
+} from "../isolation/batch.js";
+import type { ServiceTransport, TransportExit, TransportFactory } from "../isolation/transport.js";
+import type { Logger } from "../server/logger.js";
+import type { LocalTopics, Subscriber } from "../topics/local-topics.js";
+import {
+  type ResolvedServiceConfig,
+  resolveServiceConfig,
+  type ServiceDefaults,
+} from "./config.js";
+import type { Isolation } from "./define.js";
+
+/**
+ * The I/O thread's side of one service file: starts its runtime lazily (in a worker, a child
+ * process or on this thread), feeds it the events of its clients in batches, carries out its
+ * commands, watches it (crash, exit, heap limit, watchdog), restarts it with backoff, hands its
+ * live connections to a new instance on reload, and stops it on shutdown.
+ */
+
+export type HostState =
+  | "idle"
+  | "starting"
+  | "ready"
+  | "backoff"
+  | "broken"
+  | "stopping"
+  | "stopped";
+
+/** Why a connection cannot be served now; the server answers with `status`. */
+export class ServiceUnavailable extends Error {
+  constructor(
+    readonly status: 500 | 503,
+    readonly code: string,
+    message: string,
+    readonly retryAfterSeconds?: number,
+  ) {
+    super(message);
+    this.name = "ServiceUnavailable";
+  }
+}
+
+export interface ServiceHostOptions {
+  file: string;
+  name: string;
+  defaults: ServiceDefaults;
+  logger: Logger;
+  transports: Record<Isolation, TransportFactory>;
+  topics: LocalTopics;
+  /** First delay before a restart; doubles after each failure up to `restartMaxDelayMs`. */
+  restartDelayMs?: number;
+  restartMaxDelayMs?: number;
+  /** A runtime that has not loaded and started within this long is a failure. */
+  startTimeoutMs?: number;
+  /** An upgrade hook that has not decided within this long: 503. */
+  upgradeTimeoutMs?: number;
+  /** Bytes of events posted and not yet handled past which the service's clients stop being read. */
+  maxInFlightBytes?: number;
+  /** Events held for a service that is (re)starting, per service. */
+  maxPendingEvents?: number;
+  maxPendingBytes?: number;
+}
+
+interface Link extends Subscriber {
+  readonly conn: WebSocketConnection;
+  readonly info: OpenInfo;
+  /** The runtime's pull-style queue for this client is full. */
+  pulledFull: boolean;
+}
+
+/** One running instance of the service: a transport and what is known about its runtime. */
+interface Instance {
+  transport: ServiceTransport;
+  writer: BatchWriter;
+  loaded: LoadedInfo | null;
+  ready: boolean;
+  /** Seq of posted batches not yet acknowledged, with their payload bytes. */
+  inFlight: Map<number, number>;
+  inFlightBytes: number;
+  lastHeard: number;
+  pingSentAt: number;
+  waiters: {
+    loaded?: (info: LoadedInfo | ErrorInfo) => void;
+    ready?: (error: ErrorInfo | null) => void;
+    stopped?: () => void;
+    snapshot?: (info: SnapshotInfo) => void;
+  };
+  /** Replaced by a newer instance (reload) or told to go: its exit is expected. */
+  retired: boolean;
+  /** Set while a startup or shutdown step waits on this instance. */
+  onDeath?: (exit: TransportExit) => void;
+}
+
+const RETRY_BROKEN_MS = 1_000;
+
+export class ServiceHost {
+  readonly file: string;
+  readonly name: string;
+  private state: HostState = "idle";
+  private instance: Instance | null = null;
+  private config: ResolvedServiceConfig | null = null;
+  private starting: Promise<void> | null = null;
+  private readonly links = new Map<number, Link>();
+  private readonly upgrades = new Map<number, (decision: UpgradeDecision) => void>();
+  private nextUpgradeId = 1;
+  /** Events held while no instance is ready (restart, reload); sent in order once one is. */
+  private pending: BatchRecord[] = [];
+  private pendingBytes = 0;
+  private flushScheduled = false;
+  private overloaded = false;
+  private failures = 0;
+  private restartTimer: NodeJS.Timeout | null = null;
+  private watchdogTimer: NodeJS.Timeout | null = null;
+  private brokenUntil = 0;
+  private brokenReason = "";
+  private readyAt = 0;
+  private readonly logger: Logger;
+  private readonly options: Required<
+    Omit<ServiceHostOptions, "file" | "name" | "defaults" | "logger" | "transports" | "topics">
+  >;
+  /** Local files the current instance imported (hot reload watches them). */
+  imports: readonly string[] = [];
+
+  constructor(private readonly host: ServiceHostOptions) {
+    this.file = host.file;
+    this.name = host.name;
+    this.logger = host.logger;
+    this.options = {
+      restartDelayMs: host.restartDelayMs ?? 250,
+      restartMaxDelayMs: host.restartMaxDelayMs ?? 30_000,
+      startTimeoutMs: host.startTimeoutMs ?? 30_000,
+      upgradeTimeoutMs: host.upgradeTimeoutMs ?? 10_000,
+      maxInFlightBytes: host.maxInFlightBytes ?? 16 * 1024 * 1024,
+      maxPendingEvents: host.maxPendingEvents ?? 10_000,
+      maxPendingBytes: host.maxPendingBytes ?? 16 * 1024 * 1024,
+    };
+  }
+
+  get status(): HostState {
+    return this.state;
+  }
+
+  get clientCount(): number {
+    return this.links.size;
+  }
+
+  /** The configuration of the running service (null before its first load). */
+  get serviceConfig(): ResolvedServiceConfig | null {
+    return this.config;
+  }
+
+  get hasUpgradeHook(): boolean {
+    return this.instance?.loaded?.hooks.upgrade ?? false;
+  }
+
+  // ─────────────────────────── lifecycle ───────────────────────────
+
+  /** Starts the service if it is not running; rejects with ServiceUnavailable when it cannot. */
+  async ready(): Promise<void> {
+    switch (this.state) {
+      case "ready":
+        return;
+      case "starting":
+        return this.starting!;
+      case "backoff":
+        throw new ServiceUnavailable(
+          503,
+          "SB_ERR_SERVICE_RESTARTING",
+          "the service is restarting",
+          Math.max(1, Math.ceil(this.restartRemaining() / 1000)),
+        );
+      case "broken":
+        if (Date.now() < this.brokenUntil) {
+          throw new ServiceUnavailable(500, "SB_ERR_SERVICE_BROKEN", this.brokenReason);
+        }
+        break;
+      case "stopping":
+      case "stopped":
+        throw new ServiceUnavailable(503, "SB_ERR_SHUTTING_DOWN", "the server is shutting down");
+      case "idle":
+        break;
+    }
+    return this.start();
+  }
+
+  private start(): Promise<void> {
+    this.state = "starting";
+    this.starting = this.launch(undefined).then(
+      (instance) => {
+        this.instance = instance;
+        this.becomeReady();
+      },
+      (error: ServiceUnavailable) => {
+        this.starting = null;
+        if (this.state !== "starting") throw error;
+        this.brokenReason = error.message;
+        this.brokenUntil = Date.now() + RETRY_BROKEN_MS;
+        this.state = "broken";
+        this.dropPending(1011, "service failed to start");
+        throw error;
+      },
+    );
+    return this.starting;
+  }
+
+  private becomeReady(): void {
+    this.state = "ready";
+    this.starting = null;
+    this.readyAt = Date.now();
+    this.startWatchdog();
+    // Events held while (re)starting go first, in order.
+    const held = this.pending;
+    this.pending = [];
+    this.pendingBytes = 0;
+    for (const record of held) this.enqueue(record);
+  }
+
+  /**
+   * Starts a runtime and brings it to Ready: load (in the isolation its config asks for, moving
+   * it once if the first guess was wrong), validate the config, start (restoring `restore`).
+   */
+  private async launch(restore: StartInfo["restore"]): Promise<Instance> {
+    let isolation = this.config?.isolation ?? this.host.defaults.isolation;
+    let instance = this.spawn(isolation);
+    let loaded = await this.waitLoaded(instance);
+    const result = resolveServiceConfig(loaded.config, this.host.defaults);
+    if (!result.ok) {
+      this.retire(instance);
+      this.logger.error(
+        { service: this.name, file: this.file },
+        `bad service config: ${result.message}`,
+      );
+      throw new ServiceUnavailable(500, "SB_ERR_SERVICE_CONFIG", result.message);
+    }
+    this.config = result.config;
+    if (result.config.isolation !== isolation) {
+      // The module asked for another isolation: load it again where it belongs.
+      this.retire(instance);
+      isolation = result.config.isolation;
+      instance = this.spawn(isolation);
+      loaded = await this.waitLoaded(instance);
+    }
+    this.imports = loaded.imports;
+    const started = new Promise<ErrorInfo | null>((resolve) => {
+      instance.waiters.ready = resolve;
+    });
+    this.post(instance, [[Event.Start, { config: this.config, restore } satisfies StartInfo]]);
+    const failure = await this.bounded(instance, started, "start");
+    if (failure !== null) {
+      this.retire(instance);
+      this.logger.error(
+        { service: this.name, err: failure },
+        `the service failed to start: ${failure.message}`,
+      );
+      throw new ServiceUnavailable(500, failure.code, failure.message);
+    }
+    instance.ready = true;
+    this.logger.info(
+      { service: this.name, isolation, restored: restore !== undefined },
+      "service started",
+    );
+    return instance;
+  }
+
+  private async waitLoaded(instance: Instance): Promise<LoadedInfo> {
+    const loaded = new Promise<LoadedInfo | ErrorInfo>((resolve) => {
+      instance.waiters.loaded = resolve;
+    });
+    const info = await this.bounded(instance, loaded, "load");
+    if ("message" in info) {
+      this.retire(instance);
+      this.logger.error(
+        { service: this.name, file: this.file, err: info },
+        `the service failed to load: ${info.message}`,
+      );
+      throw new ServiceUnavailable(500, info.code, info.message);
+    }
+    return info;
+  }
+
+  /** Waits for a startup step, failing when the runtime dies or takes too long. */
+  private bounded<T>(instance: Instance, step: Promise<T>, what: string): Promise<T> {
+    return new Promise<T>((resolve, reject) => {
+      const timer = setTimeout(() => {
+        this.retire(instance);
+        this.logger.error({ service: this.name }, `the service did not ${what} in time`);
+        reject(new ServiceUnavailable(500, "SB_ERR_START_TIMEOUT", `did not ${what} in time`));
+      }, this.options.startTimeoutMs);
+      timer.unref();
+      instance.onDeath = (exit) => {
+        clearTimeout(timer);
+        reject(
+          new ServiceUnavailable(
+            500,
+            exit.error?.code ?? "SB_ERR_SERVICE_CRASHED",
+            exit.error?.message ?? `the runtime ended (${exit.reason}) during ${what}`,
+          ),
+        );
+      };
+      step.then((value) => {
+        clearTimeout(timer);
+        instance.onDeath = undefined;
+        resolve(value);
+      });
+    });
+  }
+
+  private spawn(isolation: Isolation): Instance {
+    const instance: Instance = {
+      transport: null as unknown as ServiceTransport,
+      writer: null as unknown as BatchWriter,
+      loaded: null,
+      ready: false,
+      inFlight: new Map(),
+      inFlightBytes: 0,
+      lastHeard: Date.now(),
+      pingSentAt: 0,
+      waiters: {},
+      retired: false,
+    };
+    instance.transport = this.host.transports[isolation](
+      {
+        file: this.file,
+        name: this.name,
+        maxHeapMb: this.config?.maxHeapMb ?? this.host.defaults.maxHeapMb,
+      },
+      {
+        batch: (batch) => this.received(instance, batch),
+        exit: (exit) => this.exited(instance, exit),
+      },
+    );
+    instance.writer = new BatchWriter(instance.transport.packs);
+    return instance;
+  }
+
+  private retire(instance: Instance): void {
+    instance.retired = true;
+    instance.transport.terminate();
+  }
+
+  private exited(instance: Instance, exit: TransportExit): void {
+    const onDeath = instance.onDeath;
+    instance.onDeath = undefined;
+    // After what the runtime said last (such as Failed) has been acted on.
+    if (onDeath !== undefined) setImmediate(() => onDeath(exit));
+    if (instance.retired || instance !== this.instance) return;
+    // The running instance died: crash, process.exit, heap limit or the watchdog.
+    this.instance = null;
+    this.stopWatchdog();
+    const level = exit.reason === "exit" && exit.code === 0 ? "warn" : "error";
+    this.logger[level](
+      { service: this.name, reason: exit.reason, exitCode: exit.code, err: exit.error },
+      `the service ended (${exit.reason}); its clients are closed with 1011`,
+    );
+    for (const resolve of this.upgrades.values()) {
+      resolve({ accept: false, status: 503, reason: "service restarting" });
+    }
+    this.upgrades.clear();
+    for (const link of [...this.links.values()]) link.conn.close(1011, "service failed");
+    this.dropPending(1011, "service failed");
+    if (this.state === "stopping" || this.state === "stopped") return;
+    this.scheduleRestart();
+  }
+
+  private scheduleRestart(): void {
+    // A service that ran a while before failing starts over with the shortest delay.
+    if (Date.now() - this.readyAt > this.options.restartMaxDelayMs) this.failures = 0;
+    const delay = Math.min(
+      this.options.restartDelayMs * 2 ** this.failures,
+      this.options.restartMaxDelayMs,
+    );
+    this.failures++;
+    this.state = "backoff";
+    this.restartAt = Date.now() + delay;
+    this.logger.info({ service: this.name, delayMs: delay, failures: this.failures }, "restarting");
+    this.restartTimer = setTimeout(() => {
+      this.restartTimer = null;
+      if (this.state !== "backoff") return;
+      this.start().catch(() => {
+        // Logged where it failed; the next connection retries once the broken delay passed.
+      });
+    }, delay);
+    this.restartTimer.unref();
+  }
+
+  private restartAt = 0;
+  private restartRemaining(): number {
+    return Math.max(0, this.restartAt - Date.now());
+  }
+
+  /** Failures in a row (reset after a run longer than the longest delay). */
+  get restartCount(): number {
+    return this.failures;
+  }
+
+  // ─────────────────────────── watchdog ───────────────────────────
+
+  private startWatchdog(): void {
+    const instance = this.instance;
+    if (instance === null || instance.transport.isolation === "main") return;
+    const limit = this.config!.watchdogMs;
+    this.stopWatchdog();
+    this.watchdogTimer = setInterval(
+      () => {
+        const now = Date.now();
+        if (instance.pingSentAt !== 0 && now - instance.pingSentAt > limit) {
+          this.logger.error(
+            { service: this.name, watchdogMs: limit },
+            "the service did not answer the watchdog; terminating it",
+          );
+          instance.transport.terminate();
+          return;
+        }
+        if (instance.pingSentAt === 0 && now - instance.lastHeard >= limit / 4) {
+          instance.pingSentAt = now;
+          this.post(instance, [[Event.Ping, now]]);
+        }
+      },
+      Math.max(25, Math.floor(limit / 4)),
+    );
+    this.watchdogTimer.unref();
+  }
+
+  private stopWatchdog(): void {
+    if (this.watchdogTimer !== null) clearInterval(this.watchdogTimer);
+    this.watchdogTimer = null;
+  }
+
+  // ─────────────────────────── upgrades and clients ───────────────────────────
+
+  /** Runs the service's upgrade hook (call after `ready()`). */
+  upgrade(request: UpgradeRequestInfo): { id: number; decision: Promise<UpgradeDecision> } {
+    const id = this.nextUpgradeId++;
+    if (!this.hasUpgradeHook) {
+      return { id: 0, decision: Promise.resolve({ accept: true, protocol: "" }) };
+    }
+    const decision = new Promise<UpgradeDecision>((resolve) => {
+      const timer = setTimeout(() => {
+        if (!this.upgrades.delete(id)) return;
+        this.logger.warn({ service: this.name, path: request.path }, "the upgrade hook timed out");
+        this.enqueue([Event.UpgradeAbandoned, id]);
+        resolve({ accept: false, status: 503, reason: "service did not answer" });
+      }, this.options.upgradeTimeoutMs);
+      timer.unref();
+      this.upgrades.set(id, (value) => {
+        clearTimeout(timer);
+        resolve(value);
+      });
+    });
+    this.enqueue([Event.Upgrade, id, request]);
+    return { id, decision };
+  }
+
+  /** The upgrade was accepted by the hook but the handshake failed afterwards. */
+  abandonUpgrade(id: number): void {
+    if (id !== 0) this.enqueue([Event.UpgradeAbandoned, id]);
+  }
+
+  /** Hands a new connection to the service. */
+  attach(clientId: number, conn: WebSocketConnection, info: OpenInfo): void {
+    const link: Link = {
+      id: clientId,
+      conn,
+      info,
+      pulledFull: false,
+      send: (payload, binary) => {
+        conn.send(payload, { binary });
+      },
+    };
+    this.links.set(clientId, link);
+    this.enqueue([Event.Open, clientId, info]);
+    conn.on("message", (data: Buffer, isBinary: boolean) => {
+      this.enqueueWithPayload([Event.Message, clientId, isBinary ? 1 : 0], data);
+    });
+    conn.on("error", (error: Error & { code?: string }) => {
+      this.enqueue([Event.Error, clientId, error.code ?? "WS_ERR_UNKNOWN", error.message]);
+    });
+    conn.on("close", (code: number, reason: string) => {
+      this.links.delete(clientId);
+      this.host.topics.remove(link);
+      this.enqueue([Event.Close, clientId, code, reason]);
+    });
+    if (this.overloaded) conn.pause();
+  }
+
+  /** Closes every client (shutdown) and resolves once all of them are gone or time ran out. */
+  closeClients(code: number, reason: string): void {
+    for (const link of this.links.values()) link.conn.close(code, reason);
+  }
+
+  terminateClients(): void {
+    for (const link of this.links.values()) link.conn.terminate();
+  }
+
+  // ─────────────────────────── events out ───────────────────────────
+
+  private enqueue(record: BatchRecord): void {
+    if (this.instance === null || !this.instance.ready || this.state !== "ready") {
+      this.hold(record, 0);
+      return;
+    }
+    this.instance.writer.add(record);
+    this.scheduleFlush();
+  }
+
+  private enqueueWithPayload(head: readonly unknown[], payload: Buffer): void {
+    if (this.instance === null || !this.instance.ready || this.state !== "ready") {
+      this.hold([...head, payload], payload.length);
+      return;
+    }
+    this.instance.writer.addWithPayload(head, payload);
+    this.scheduleFlush();
+  }
+
+  private hold(record: BatchRecord, bytes: number): void {
+    if (this.state === "stopped") return;
+    const kind = record[0];
+    if (
+      (kind === Event.Message || kind === Event.Open) &&
+      (this.pending.length >= this.options.maxPendingEvents ||
+        this.pendingBytes + bytes > this.options.maxPendingBytes)
+    ) {
+      // Bounded: a client whose events do not fit is closed with "try again later".
+      this.links.get(record[1] as number)?.conn.close(1013, "service busy");
+      return;
+    }
+    this.pending.push(record);
+    this.pendingBytes += bytes;
+  }
+
+  private dropPending(code: number, reason: string): void {
+    for (const record of this.pending) {
+      if (record[0] === Event.Open) this.links.get(record[1] as number)?.conn.close(code, reason);
+    }
+    this.pending = [];
+    this.pendingBytes = 0;
+  }
+
+  private scheduleFlush(): void {
+    if (this.flushScheduled) return;
+    this.flushScheduled = true;
+    setImmediate(() => this.flush());
+  }
+
+  private flush(): void {
+    this.flushScheduled = false;
+    const instance = this.instance;
+    if (instance === null) return;
+    const bytes = instance.writer.bytes;
+    const taken = instance.writer.take(0);
+    if (taken === null) return;
+    this.send(instance, taken.batch, taken.transfer, bytes);
+  }
+
+  /** Posts records at once, ahead of anything gathered later (lifecycle and watchdog). */
+  private post(instance: Instance, records: BatchRecord[]): void {
+    // What was gathered before goes first.
+    if (instance === this.instance) this.flush();
+    for (const record of records) instance.writer.add(record);
+    const taken = instance.writer.take(0);
+    if (taken !== null) this.send(instance, taken.batch, taken.transfer, 0);
+  }
+
+  private send(instance: Instance, batch: Batch, transfer: ArrayBuffer[], bytes: number): void {
+    if (bytes > 0) {
+      instance.inFlight.set(batch.seq, bytes);
+      instance.inFlightBytes += bytes;
+      this.updateOverload(instance);
+    }
+    instance.transport.post(batch, transfer);
+  }
+
+  /** Stops reading the service's clients while it is far behind, so memory stays bounded. */
+  private updateOverload(instance: Instance): void {
+    const limit = this.options.maxInFlightBytes;
+    const overloaded = this.overloaded
+      ? instance.inFlightBytes > limit / 2
+      : instance.inFlightBytes > limit;
+    if (overloaded === this.overloaded) return;
+    this.overloaded = overloaded;
+    for (const link of this.links.values()) this.applyReading(link);
+  }
+
+  private applyReading(link: Link): void {
+    if (this.overloaded || link.pulledFull) link.conn.pause();
+    else link.conn.resume();
+  }
+
+  // ─────────────────────────── commands in ───────────────────────────
+
+  private received(instance: Instance, batch: Batch): void {
+    instance.lastHeard = Date.now();
+    instance.pingSentAt = 0;
+    if (instance.inFlight.size > 0) {
+      for (const [seq, bytes] of instance.inFlight) {
+        if (seq > batch.ack) break;
+        instance.inFlight.delete(seq);
+        instance.inFlightBytes -= bytes;
+      }
+      if (instance === this.instance) this.updateOverload(instance);
+    }
+    const current = instance === this.instance && !instance.retired;
+    for (const record of batch.records) {
+      try {
+        this.command(instance, current, batch, record);
+      } catch (error) {
+        this.logger.error({ service: this.name, err: error }, "a service command failed");
+      }
+    }
+  }
+
+  private command(instance: Instance, current: boolean, batch: Batch, record: BatchRecord): void {
+    switch (record[0]) {
+      case Command.Send: {
+        if (!current) return;
+        const link = this.links.get(record[1] as number);
+        link?.conn.send(payloadOf(batch, record[3]), { binary: record[2] === 1 });
+        return;
+      }
+      case Command.Broadcast: {
+        if (!current) return;
+        const payload = payloadOf(batch, record[3]);
+        const binary = record[2] === 1;
+        for (const link of this.links.values()) {
+          if (link.id !== record[1]) link.conn.send(payload, { binary });
+        }
+        return;
+      }
+      case Command.Publish: {
+        if (!current) return;
+        this.host.topics.publish(
+          record[1] as string,
+          payloadOf(batch, record[4]),
+          record[3] === 1,
+          record[2] as number,
+        );
+        return;
+      }
+      case Command.Close: {
+        if (!current) return;
+        this.links.get(record[1] as number)?.conn.close(record[2] as number, record[3] as string);
+        return;
+      }
+      case Command.Subscribe: {
+        if (!current) return;
+        const link = this.links.get(record[1] as number);
+        if (link !== undefined)
+          this.host.topics.subscribe(link, record[2] as string, record[3] === 1);
+        return;
+      }
+      case Command.Unsubscribe: {
+        if (!current) return;
+        const link = this.links.get(record[1] as number);
+        if (link !== undefined) this.host.topics.unsubscribe(link, record[2] as string);
+        return;
+      }
+      case Command.Pause:
+      case Command.Resume: {
+        if (!current) return;
+        const link = this.links.get(record[1] as number);
+        if (link === undefined) return;
+        link.pulledFull = record[0] === Command.Pause;
+        this.applyReading(link);
+        return;
+      }
+      case Command.UpgradeResult: {
+        if (!current) return;
+        const resolve = this.upgrades.get(record[1] as number);
+        this.upgrades.delete(record[1] as number);
+        resolve?.(record[2] as UpgradeDecision);
+        return;
+      }
+      case Command.Log: {
+        const level = record[1] as keyof Logger;
+        const log = this.logger[level] ?? this.logger.info;
+        log.call(
+          this.logger,
+          { ...(record[2] as object), service: this.name },
+          record[3] as string,
+        );
+        return;
+      }
+      case Command.Loaded:
+        instance.loaded = record[1] as LoadedInfo;
+        instance.waiters.loaded?.(instance.loaded);
+        return;
+      case Command.Failed:
+        instance.waiters.loaded?.(record[1] as ErrorInfo);
+        instance.waiters.ready?.(record[1] as ErrorInfo);
+        return;
+      case Command.Ready:
+        instance.waiters.ready?.(null);
+        return;
+      case Command.Stopped:
+        instance.waiters.stopped?.();
+        return;
+      case Command.Snapshot:
+        instance.waiters.snapshot?.(record[1] as SnapshotInfo);
+        return;
+      case Command.Pong:
+        return;
+    }
+  }
+
+  // ─────────────────────────── reload ───────────────────────────
+
+  /**
+   * Hot reload: a new instance takes over without dropping a connection. The new code loads
+   * while the old keeps serving; if it fails to load, the old one stays. Then the old instance's
+   * state is snapshotted, the new one restores it and starts, and receives `open` (flagged as a
+   * handover, with each client's data) for every live client; events that arrive meanwhile are
+   * held and delivered after, in order. Subscriptions live on the I/O thread and are untouched.
+   */
+  async reload(): Promise<boolean> {
+    if (this.state === "starting" || this.state === "stopping" || this.state === "stopped") {
+      return false;
+    }
+    if (this.state !== "ready" || this.instance === null) {
+      // Not running (idle, broken, backing off): the next connection loads the new code.
+      if (this.state === "broken") this.brokenUntil = 0;
+      return false;
+    }
+    const old = this.instance;
+    this.state = "starting";
+    let snapshot: SnapshotInfo = { state: undefined, clientData: [] };
+    let next: Instance;
+    try {
+      // Snapshot first, so the new instance restores the latest state; events held from here.
+      old.ready = false;
+      if (old.loaded?.hooks.snapshot || this.links.size > 0) {
+        this.flushInstance(old);
+        const taken = new Promise<SnapshotInfo>((resolve) => {
+          old.waiters.snapshot = resolve;
+        });
+        this.post(old, [[Event.Snapshot]]);
+        snapshot = await this.bounded(old, taken, "snapshot");
+      }
+      next = await this.launch({ state: snapshot.state });
+    } catch (error) {
+      // The new code is broken: keep serving with the old instance.
+      this.logger.error(
+        { service: this.name, err: error },
+        "reload failed; the running instance keeps serving",
+      );
+      if (this.instance === old && !old.retired) {
+        old.ready = true;
+        this.becomeReady();
+        return false;
+      }
+      this.state = "backoff";
+      this.scheduleRestart();
+      return false;
+    }
+    this.retire(old);
+    this.instance = next;
+    const data = new Map(snapshot.clientData);
+    const opens: BatchRecord[] = [];
+    for (const link of this.links.values()) {
+      opens.push([
+        Event.Open,
+        link.id,
+        { ...link.info, upgradeId: 0, handover: true, data: data.get(link.id) },
+      ]);
+    }
+    this.pending = [...opens, ...this.pending.filter((record) => record[0] !== Event.Open)];
+    this.becomeReady();
+    this.logger.info({ service: this.name, clients: this.links.size }, "service reloaded");
+    return true;
+  }
+
+  private flushInstance(instance: Instance): void {
+    const taken = instance.writer.take(0);
+    if (taken !== null) this.send(instance, taken.batch, taken.transfer, 0);
+  }
+
+  // ─────────────────────────── stop ───────────────────────────
+
+  /** Runs the stop hook (bounded by `timeoutMs`) and ends the runtime. */
+  async stop(timeoutMs: number): Promise<void> {
+    if (this.restartTimer !== null) clearTimeout(this.restartTimer);
+    this.restartTimer = null;
+    const instance = this.instance;
+    const wasReady = this.state === "ready";
+    this.state = "stopping";
+    this.stopWatchdog();
+    if (instance !== null && wasReady) {
+      this.flush();
+      const stopped = new Promise<void>((resolve) => {
+        instance.waiters.stopped = resolve;
+        instance.onDeath = () => resolve();
+      });
+      this.post(instance, [[Event.Stop]]);
+      let timer: NodeJS.Timeout | undefined;
+      const timedOut = new Promise<void>((resolve) => {
+        timer = setTimeout(() => {
+          this.logger.warn({ service: this.name }, "the stop hook did not finish in time");
+          resolve();
+        }, timeoutMs);
+      });
+      await Promise.race([stopped, timedOut]);
+      clearTimeout(timer);
+    }
+    if (instance !== null) this.retire(instance);
+    this.instance = null;
+    this.state = "stopped";
+  }
+}
