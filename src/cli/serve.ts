@@ -1,0 +1,253 @@
+import { stat } from "node:fs/promises";
+import { isAbsolute, relative } from "node:path";
+import { pino } from "pino";
+import type {
+  ServiceServer,
+  ServiceServerOptions,
+  startServiceServer,
+} from "../server/service-server.js";
+import { createStaticHandler } from "../server/static.js";
+import { VERSION } from "../version.js";
+import {
+  CONFIG_FILE_NAMES,
+  DEFAULTS,
+  ENV_VARS,
+  LOG_LEVELS,
+  parseServeArgs,
+  type ResolvedConfig,
+  resolveConfig,
+} from "./config.js";
+import type { CliIo } from "./main.js";
+
+export const SERVE_HELP = `Usage: switchboard serve [root] [options]
+
+Serves every module in the service root directory over WebSocket.
+root defaults to ./${DEFAULTS.root}, or to the config file's "root".
+
+Options:
+  -p, --port <port>        TCP port, 0 for any free one (default ${DEFAULTS.port})
+      --host <host>        Interface to listen on (default ${DEFAULTS.host})
+  -c, --config <file>      Config file (default: the first of
+                           ${CONFIG_FILE_NAMES.join(",\n                           ")}
+                           in the current directory)
+      --watch              Reload a service when its files change
+      --preload            Start every service at boot; exit if one fails
+      --static <dir>       Also serve the plain files in <dir> over HTTP
+      --log-level <level>  ${LOG_LEVELS.join(", ")} (default ${DEFAULTS.logLevel})
+  -h, --help               Show this help and exit
+  -v, --version            Print the version and exit
+
+Environment:
+  ${Object.keys(ENV_VARS).join("\n  ")}
+  (booleans take 1, 0, true or false)
+
+Each setting comes from the first that gives it: flag, environment, config file,
+default. Logs are JSON lines on stdout.
+`;
+
+/** Time the CLI allows past shutdownTimeoutMs for the server to report that it is done. */
+const SHUTDOWN_GRACE_MS = 1000;
+
+export interface ServeDeps {
+  /** The server to start; by default the service server, loaded only once it is needed. */
+  startServiceServer?: typeof startServiceServer;
+}
+
+/**
+ * `switchboard serve`: resolves the configuration, starts the service server, prints
+ * `listening on ws://HOST:PORT`, and on SIGINT or SIGTERM shuts down and resolves with 0.
+ * Resolves with 1 when the server cannot start, 2 for a wrong command line.
+ */
+export async function serve(
+  argv: readonly string[],
+  io: CliIo,
+  deps: ServeDeps = {},
+): Promise<number> {
+  const fail = (code: 1 | 2, message: string): number => {
+    io.stderr.write(`${message}\n`);
+    if (code === 2) io.stderr.write("Try 'switchboard serve --help'.\n");
+    return code;
+  };
+
+  const parsed = parseServeArgs(argv);
+  if (!parsed.ok) return fail(2, parsed.message);
+  if (parsed.flags.help) {
+    io.stdout.write(SERVE_HELP);
+    return 0;
+  }
+  if (parsed.flags.version) {
+    io.stdout.write(`${VERSION}\n`);
+    return 0;
+  }
+
+  const resolved = await resolveConfig({ argv, env: io.env, cwd: io.cwd });
+  if (!resolved.ok) return fail(resolved.exitCode, resolved.message);
+  const { config } = resolved;
+
+  // Checked here, before anything starts, so the message says which directory is wrong.
+  for (const [what, dir] of [
+    ["service root", config.root],
+    ["static directory", config.static],
+  ] as const) {
+    if (dir === undefined) continue;
+    const problem = await directoryProblem(dir);
+    if (problem) return fail(1, `switchboard: ${what} ${shortPath(dir, io.cwd)} ${problem}`);
+  }
+
+  const logger = pino({ name: "switchboard", level: config.logLevel }, io.stdout);
+  logger.debug(
+    { configFile: config.configFile, sources: config.sources },
+    "configuration resolved",
+  );
+
+  // Installed before starting, so a signal during a slow start (--preload) still ends cleanly.
+  let signalled: NodeJS.Signals | undefined;
+  let wake = (): void => {};
+  const onSignal = (signal: NodeJS.Signals): void => {
+    if (signalled !== undefined) {
+      io.stderr.write(`switchboard: ${signal} during shutdown, exiting now\n`);
+      io.exit(1);
+      return;
+    }
+    signalled = signal;
+    wake();
+  };
+  io.signals.on("SIGINT", onSignal);
+  io.signals.on("SIGTERM", onSignal);
+
+  try {
+    let start = deps.startServiceServer;
+    if (start === undefined) {
+      try {
+        ({ startServiceServer: start } = await import("../server/service-server.js"));
+      } catch (error) {
+        return fail(1, `switchboard: cannot load the service server: ${firstLine(error)}`);
+      }
+    }
+
+    let server: ServiceServer;
+    try {
+      server = await start(serverOptions(config, logger));
+    } catch (error) {
+      logger.error({ err: error }, "start failed");
+      return fail(1, startFailure(error, config));
+    }
+
+    if (signalled === undefined) {
+      io.stdout.write(`listening on ${wsOrigin(server.host, server.port)}\n`);
+      await new Promise<void>((resolve) => {
+        wake = resolve;
+      });
+    }
+    logger.info({ signal: signalled }, "shutting down");
+    return await shutDown(server, config.shutdownTimeoutMs, io, logger);
+  } finally {
+    io.signals.off("SIGINT", onSignal);
+    io.signals.off("SIGTERM", onSignal);
+  }
+}
+
+/** The server's options: only what was configured, so the server's own defaults apply. */
+export function serverOptions(
+  config: ResolvedConfig,
+  logger: ServiceServerOptions["logger"],
+): ServiceServerOptions {
+  const options: ServiceServerOptions = {
+    root: config.root,
+    port: config.port,
+    host: config.host,
+    watch: config.watch,
+    preload: config.preload,
+    logger,
+    shutdownTimeoutMs: config.shutdownTimeoutMs,
+  };
+  const passed = [
+    "perMessageDeflate",
+    "maxMessageSize",
+    "heartbeat",
+    "closeTimeout",
+    "isolation",
+    "maxHeapMb",
+    "watchdogMs",
+  ] as const;
+  for (const key of passed) {
+    if (config[key] !== undefined) Object.assign(options, { [key]: config[key] });
+  }
+  if (config.static !== undefined) {
+    // With --watch, files are looked up per request so edits show without a restart.
+    options.requestHandler = createStaticHandler(config.static, { reload: config.watch });
+  }
+  return options;
+}
+
+async function shutDown(
+  server: ServiceServer,
+  timeoutMs: number,
+  io: CliIo,
+  logger: pino.Logger,
+): Promise<number> {
+  let timer: NodeJS.Timeout | undefined;
+  const expired = new Promise<"expired">((resolve) => {
+    timer = setTimeout(() => resolve("expired"), timeoutMs + SHUTDOWN_GRACE_MS);
+  });
+  try {
+    const outcome = await Promise.race([server.shutdown().then(() => "done" as const), expired]);
+    if (outcome === "expired") {
+      io.stderr.write(`switchboard: shutdown did not finish within ${timeoutMs} ms\n`);
+      return 1;
+    }
+    logger.info({}, "stopped");
+    return 0;
+  } catch (error) {
+    logger.error({ err: error }, "shutdown failed");
+    io.stderr.write(`switchboard: shutdown failed: ${firstLine(error)}\n`);
+    return 1;
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+/** `ws://host:port`, with an IPv6 literal in brackets (RFC 3986 section 3.2.2). */
+export function wsOrigin(host: string, port: number): string {
+  return `ws://${host.includes(":") ? `[${host}]` : host}:${port}`;
+}
+
+/** One line that says why the server did not start; the full error went to the log. */
+function startFailure(error: unknown, config: ResolvedConfig): string {
+  const code = (error as { code?: unknown })?.code;
+  // The server wraps listen errors in its own; the system's code is then the cause's.
+  const cause = (error as { cause?: { code?: unknown } })?.cause?.code;
+  const where = wsOrigin(config.host, config.port).slice("ws://".length);
+  switch (typeof cause === "string" && cause.startsWith("E") ? cause : code) {
+    case "EADDRINUSE":
+    case "SB_ERR_ADDRESS_IN_USE":
+      return `switchboard: cannot listen on ${where}: address already in use`;
+    case "EACCES":
+      return `switchboard: cannot listen on ${where}: permission denied`;
+    case "EADDRNOTAVAIL":
+      return `switchboard: cannot listen on ${where}: no such local address`;
+    case "ENOTFOUND":
+    case "EAI_AGAIN":
+      return `switchboard: cannot listen on ${where}: unknown host`;
+  }
+  const suffix = typeof code === "string" && !firstLine(error).includes(code) ? ` (${code})` : "";
+  return `switchboard: cannot start: ${firstLine(error)}${suffix}`;
+}
+
+function firstLine(error: unknown): string {
+  const message = error instanceof Error ? error.message : String(error);
+  return message.split("\n", 1)[0].trim() || "unknown error";
+}
+
+async function directoryProblem(path: string): Promise<string | undefined> {
+  try {
+    return (await stat(path)).isDirectory() ? undefined : "is not a directory";
+  } catch {
+    return "does not exist";
+  }
+}
+
+function shortPath(path: string, cwd: string): string {
+  const rel = relative(cwd, path);
+  return rel !== "" && !rel.startsWith("..") && !isAbsolute(rel) ? rel : path;
+}
