@@ -3,8 +3,8 @@ import { dirname, join } from "node:path";
 import { pathToFileURL } from "node:url";
 
 /**
- * The first code a worker thread or child process runs: it registers tsx, so service modules
- * written in TypeScript load with no build step, then imports the runtime entry. It is plain
+ * The first code a worker thread or child process runs: it registers tsx, so the runtime entry
+ * loads even from Switchboard's TypeScript sources, then imports it. It is plain
  * JavaScript handed over as a string because the entry itself may be TypeScript (when
  * Switchboard runs from its sources) and nothing can load that before tsx is registered.
  */
@@ -24,11 +24,7 @@ const TSX_API_URL = pathToFileURL(
 export function bootstrapCode(): string {
   return [
     `import(${JSON.stringify(TSX_API_URL)})`,
-    ".then((api) => {",
-    // Every module the service imports is recorded, so hot reload knows what to watch.
-    "const imports = (globalThis.__switchboardImports = []);",
-    "api.register({ onImport: (url) => { imports.push(url); } });",
-    "})",
+    ".then((api) => { api.register(); })",
     `.then(() => import(${JSON.stringify(RUNTIME_ENTRY_URL)}))`,
     ".catch((error) => { setImmediate(() => { throw error; }); });",
   ].join("");

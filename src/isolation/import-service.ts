@@ -1,26 +1,34 @@
-import { tsImport } from "tsx/esm/api";
+import { isMainThread } from "node:worker_threads";
+import { register, tsImport } from "tsx/esm/api";
+
+let registered = !isMainThread;
 
 /**
- * Loads a service module, TypeScript or JavaScript, with no build step, and says which files it
- * imported (for hot reload). `fresh` gives the module (and what it imports) a namespace of its
- * own, so loading a file again runs its current code: the I/O thread needs that; a worker or
- * child process loads one service once, with tsx registered by the bootstrap.
+ * Loads a service module, TypeScript or JavaScript, ESM or CommonJS, with no build step, and
+ * says which local files it imported (what hot reload watches). Each load gets a module
+ * namespace of its own, so loading a file again on the I/O thread runs its current code.
  */
 export async function importService(
   url: string,
-  fresh: boolean,
 ): Promise<{ module: Record<string, unknown>; imports: string[] }> {
-  if (fresh) {
-    const imports: string[] = [];
-    const module = (await tsImport(url, {
-      parentURL: import.meta.url,
-      onImport: (imported) => imports.push(imported),
-    })) as Record<string, unknown>;
-    return { module, imports: localFiles([url, ...imports]) };
+  if (!registered) {
+    // CommonJS services require() their TypeScript imports through tsx's global hooks; a
+    // worker or child process registered them at boot (bootstrap.ts), the I/O thread does here.
+    registered = true;
+    register();
   }
-  const module = (await import(url)) as Record<string, unknown>;
-  const recorded = (globalThis as { __switchboardImports?: string[] }).__switchboardImports ?? [];
-  return { module, imports: localFiles([url, ...recorded]) };
+  const imports: string[] = [];
+  let module = (await tsImport(url, {
+    parentURL: import.meta.url,
+    onImport: (imported) => imports.push(imported),
+  })) as Record<string, unknown>;
+  // A CommonJS module's namespace has its exports object as `default`; the service is then
+  // that object's `default` (what `export default` compiles to).
+  const inner = module.default as Record<string, unknown> | undefined;
+  if (inner !== null && typeof inner === "object" && "default" in inner && !("hooks" in inner)) {
+    module = inner;
+  }
+  return { module, imports: localFiles([url, ...imports]) };
 }
 
 /** The files worth watching: on disk, outside node_modules, each once. */

@@ -45,7 +45,7 @@ export function createMainTransport(spec: RuntimeSpec, events: TransportEvents):
   };
   const runtime = new ServiceRuntime(channel, spec.name);
   // Each load gets a module namespace of its own, so a reload runs the new code.
-  void runtime.load(() => importService(pathToFileURL(spec.file).href, true));
+  void runtime.load(() => importService(pathToFileURL(spec.file).href));
   return {
     isolation: "main",
     packs: false,

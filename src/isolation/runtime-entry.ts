@@ -59,4 +59,4 @@ const spec: RuntimeSpec = isMainThread
   : (workerData as RuntimeSpec);
 const channel = isMainThread ? processChannel() : workerChannel();
 const runtime = new ServiceRuntime(channel, spec.name);
-await runtime.load(() => importService(pathToFileURL(spec.file).href, false));
+await runtime.load(() => importService(pathToFileURL(spec.file).href));
