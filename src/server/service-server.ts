@@ -47,6 +47,11 @@ export interface ServiceServerOptions {
   shutdownTimeoutMs?: number;
   restartDelayMs?: number;
   restartMaxDelayMs?: number;
+  /**
+   * Bytes of messages handed to a service and not yet handled past which its clients stop
+   * being read and new connections get 503, until it catches up (default 16 MiB).
+   */
+  maxInFlightBytes?: number;
   /** Plain HTTP requests (not upgrades), such as static files; default 426 Upgrade Required. */
   requestHandler?: (req: IncomingMessage, res: ServerResponse) => void;
   /** Replaces the runtime factories (tests). */
@@ -127,6 +132,7 @@ export async function startServiceServer(options: ServiceServerOptions): Promise
         topics,
         restartDelayMs: options.restartDelayMs,
         restartMaxDelayMs: options.restartMaxDelayMs,
+        maxInFlightBytes: options.maxInFlightBytes,
       });
       hosts.set(file, host);
     }

@@ -172,6 +172,10 @@ export class ServiceHost {
   async ready(): Promise<void> {
     switch (this.state) {
       case "ready":
+        if (this.overloaded) {
+          // Its clients are not being read until it catches up; a new one would only wait.
+          throw new ServiceUnavailable(503, "SB_ERR_OVERLOADED", "the service is overloaded", 1);
+        }
         return;
       case "starting":
         return this.starting!;
