@@ -1,3 +1,4 @@
+export { defineConfig, type SwitchboardConfig } from "./cli/config.js";
 export { type ConnectOptions, connect } from "./client/connect.js";
 export {
   ConnectionError,
@@ -13,9 +14,34 @@ export type { PerMessageDeflateOptions } from "./protocol/permessage-deflate.js"
 export type { Logger } from "./server/logger.js";
 export { createServer, type ServerOptions, WebSocketServer } from "./server/server.js";
 export {
+  type ServiceServer,
+  ServiceServerError,
+  type ServiceServerOptions,
+  startServiceServer,
+} from "./server/service-server.js";
+export { createStaticHandler } from "./server/static.js";
+export {
   handleUpgrade,
   type Rejection,
   type UpgradeCallback,
   type UpgradeOptions,
 } from "./server/upgrade.js";
+export {
+  type BroadcastOptions,
+  type Client,
+  defineService,
+  type Isolation,
+  reject,
+  type SendData,
+  type SendOptions,
+  type ServiceConfig,
+  type ServiceContext,
+  type ServiceDefinition,
+  type ServiceError,
+  type ServiceHooks,
+  type ServiceMessage,
+  type SubscribeOptions,
+  type UpgradeRequest,
+  type UpgradeResult,
+} from "./services/define.js";
 export { VERSION } from "./version.js";
