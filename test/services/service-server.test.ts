@@ -169,6 +169,16 @@ describe.each<Isolation>(["main", "worker", "process"])("services in isolation %
     expect(await c.closed).toEqual({ code: 4321, reason: "enough" });
   });
 
+  it("applies the service's maxMessageSize and reports the protocol error to its error hook", async () => {
+    const observer = await join("/limited");
+    const offender = await join("/limited");
+    offender.ws.send(Buffer.alloc(1024));
+    expect(await offender.next()).toBe("got 1024");
+    offender.ws.send(Buffer.alloc(1025));
+    expect((await offender.closed).code).toBe(1009);
+    expect(await observer.next()).toMatch(/^error:\d+:WS_ERR_MESSAGE_TOO_BIG$/);
+  });
+
   it("answers 404 for missing services and traversal attempts", async () => {
     for (const path of [
       "/missing",
