@@ -83,8 +83,10 @@ export interface Batch {
   /** The seq of the last batch received from the other side and fully handled. */
   readonly ack: number;
   readonly records: readonly BatchRecord[];
-  /** Packed payloads, when the batch crosses a thread or process boundary. */
+  /** Packed records and payloads, when the batch crosses a thread or process boundary. */
   readonly buffer: ArrayBuffer | null;
+  /** Bytes of `buffer` in use (all of it when absent). */
+  readonly length?: number;
 }
 
 /** What the I/O thread tells a runtime about a new request. */
@@ -160,52 +162,94 @@ export function errorInfo(error: unknown, code = "SB_ERR_HOOK_FAILED"): ErrorInf
 
 const INITIAL_BUFFER = 16 * 1024;
 
+/*
+ * The packed stream. Hot records (a message in, a send out) are written straight into the
+ * batch buffer, so a batch of a thousand messages is one transferred buffer and no per-record
+ * objects to clone. Each entry starts with three 32-bit words — [tag | flag << 8 | kind << 16,
+ * id, length] — followed by `length` bytes, padded to 4 so the next header stays aligned:
+ *   HOT   a hot record: kind, client id, flag (isBinary), the payload;
+ *   COLD  the next entry of `records` goes here, so hot and other records keep their order;
+ *   BLOB  payload bytes of a cold record, which points at them as [offset, length].
+ * Unpacked (isolation "main"), a hot record is an array [HOT_RECORD, kind, id, flag, payload].
+ */
+const TAG_HOT = 1;
+const TAG_COLD = 2;
+const TAG_BLOB = 3;
+const HEADER = 12;
+
+/** Marks a hot record in an unpacked batch's `records`. */
+export const HOT_RECORD = -1;
+
 /**
- * Gathers the records of one turn. With `pack`, payloads are copied into one growing buffer
- * that `take()` hands over for transfer; without it, payloads are kept by reference.
+ * Gathers the records of one turn. With `pack`, hot records and payloads go into one growing
+ * buffer that `take()` hands over for transfer; without it, payloads are kept by reference.
  */
 export class BatchWriter {
   private records: BatchRecord[] = [];
   private buffer: Buffer | null = null;
+  private words: Uint32Array | null = null;
   private offset = 0;
+  private payloadBytes = 0;
+  private count = 0;
   private seq = 0;
 
   constructor(private readonly pack: boolean) {}
 
+  /** Records gathered so far. */
   get size(): number {
-    return this.records.length;
+    return this.count;
   }
 
   /** Bytes of payload gathered so far. */
   get bytes(): number {
-    return this.offset;
+    return this.payloadBytes;
   }
 
   add(record: BatchRecord): void {
+    this.count++;
+    if (this.pack && this.buffer !== null) this.header(TAG_COLD, 0, 0, 0, 0);
     this.records.push(record);
+  }
+
+  /** Starts the packed stream; records added before it get their place markers first. */
+  private startStream(): void {
+    this.reserve(INITIAL_BUFFER);
+    for (let i = 0; i < this.records.length; i++) this.header(TAG_COLD, 0, 0, 0, 0);
+  }
+
+  /** Adds a message in or a send out: the hot path. `flag` is 1 for binary. */
+  addHot(kind: number, id: number, flag: number, payload: Uint8Array | string): void {
+    this.count++;
+    if (!this.pack) {
+      const bytes = typeof payload === "string" ? Buffer.from(payload, "utf8") : payload;
+      this.payloadBytes += bytes.byteLength;
+      this.records.push([HOT_RECORD, kind, id, flag, bytes]);
+      return;
+    }
+    if (this.buffer === null) this.startStream();
+    const at = this.offset;
+    const length = this.writeBytes(at + HEADER, payload);
+    this.header(TAG_HOT, flag, kind, id, length);
+    this.offset += pad(length);
+    this.payloadBytes += length;
   }
 
   /** Adds a record whose last element is the payload. */
   addWithPayload(head: readonly unknown[], payload: Uint8Array | string): void {
     if (!this.pack) {
-      this.records.push([
-        ...head,
-        typeof payload === "string" ? Buffer.from(payload, "utf8") : payload,
-      ]);
+      this.count++;
+      const bytes = typeof payload === "string" ? Buffer.from(payload, "utf8") : payload;
+      this.payloadBytes += bytes.byteLength;
+      this.records.push([...head, bytes]);
       return;
     }
-    let length: number;
-    if (typeof payload === "string") {
-      // UTF-8 takes at most 3 bytes per UTF-16 code unit.
-      this.reserve(payload.length * 3);
-      length = this.buffer!.write(payload, this.offset, "utf8");
-    } else {
-      this.reserve(payload.byteLength);
-      this.buffer!.set(payload, this.offset);
-      length = payload.byteLength;
-    }
-    this.records.push([...head, [this.offset, length]]);
-    this.offset += length;
+    if (this.buffer === null) this.startStream();
+    const at = this.offset;
+    const length = this.writeBytes(at + HEADER, payload);
+    this.header(TAG_BLOB, 0, 0, 0, length);
+    this.offset += pad(length);
+    this.payloadBytes += length;
+    this.add([...head, [at + HEADER, length]]);
   }
 
   /**
@@ -213,17 +257,48 @@ export class BatchWriter {
    * what to transfer with it.
    */
   take(ack: number, evenIfEmpty = false): { batch: Batch; transfer: ArrayBuffer[] } | null {
-    if (this.records.length === 0 && !evenIfEmpty) return null;
+    if (this.count === 0 && !evenIfEmpty) return null;
     let buffer: ArrayBuffer | null = null;
     if (this.buffer !== null && this.offset > 0) {
-      // The buffer was allocated here (never from the shared pool), so it can be transferred.
+      // Allocated here, never from Node's shared pool, so it can be transferred as it is.
       buffer = this.buffer.buffer as ArrayBuffer;
     }
-    const batch: Batch = { seq: ++this.seq, ack, records: this.records, buffer };
+    const batch: Batch = {
+      seq: ++this.seq,
+      ack,
+      records: this.records,
+      buffer,
+      length: this.offset,
+    };
     this.records = [];
     this.buffer = null;
+    this.words = null;
     this.offset = 0;
+    this.payloadBytes = 0;
+    this.count = 0;
     return { batch, transfer: buffer === null ? [] : [buffer] };
+  }
+
+  /** Writes a payload at `at` (after a header) and returns its length. */
+  private writeBytes(at: number, payload: Uint8Array | string): number {
+    if (typeof payload === "string") {
+      // UTF-8 takes at most 3 bytes per UTF-16 code unit.
+      this.reserve(at - this.offset + payload.length * 3 + 4);
+      return this.buffer!.write(payload, at, "utf8");
+    }
+    this.reserve(at - this.offset + payload.byteLength + 4);
+    this.buffer!.set(payload, at);
+    return payload.byteLength;
+  }
+
+  private header(tag: number, flag: number, kind: number, id: number, length: number): void {
+    if (this.offset + HEADER > this.buffer!.length) this.reserve(HEADER);
+    const word = this.offset >>> 2;
+    const words = this.words!;
+    words[word] = tag | (flag << 8) | (kind << 16);
+    words[word + 1] = id;
+    words[word + 2] = length;
+    if (tag === TAG_COLD) this.offset += HEADER;
   }
 
   private reserve(length: number): void {
@@ -235,7 +310,68 @@ export class BatchWriter {
     const next = Buffer.from(new ArrayBuffer(size));
     if (this.buffer !== null) this.buffer.copy(next, 0, 0, this.offset);
     this.buffer = next;
+    this.words = new Uint32Array(next.buffer, 0, size >>> 2);
   }
+}
+
+function pad(length: number): number {
+  return HEADER + ((length + 3) & ~3);
+}
+
+/**
+ * Reads a received batch in order: hot records go to `hot` with their payload as a view (no
+ * copy), the others to `cold`.
+ */
+export function readBatch(
+  batch: Batch,
+  hot: (kind: number, id: number, flag: number, payload: Buffer) => void,
+  cold: (record: BatchRecord) => void,
+): void {
+  const records = batch.records;
+  if (batch.buffer === null) {
+    for (let i = 0; i < records.length; i++) {
+      const record = records[i]!;
+      if (record[0] === HOT_RECORD) {
+        const bytes = record[4] as Uint8Array;
+        hot(
+          record[1] as number,
+          record[2] as number,
+          record[3] as number,
+          Buffer.isBuffer(bytes)
+            ? bytes
+            : Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength),
+        );
+      } else cold(record);
+    }
+    return;
+  }
+  const buffer = batch.buffer;
+  const end = batch.length ?? buffer.byteLength;
+  const words = new Uint32Array(buffer, 0, end >>> 2);
+  let next = 0;
+  let offset = 0;
+  while (offset + HEADER <= end) {
+    const word = offset >>> 2;
+    const head = words[word]!;
+    const tag = head & 0xff;
+    const length = words[word + 2]!;
+    if (tag === TAG_HOT) {
+      hot(
+        head >>> 16,
+        words[word + 1]!,
+        (head >>> 8) & 0xff,
+        Buffer.from(buffer, offset + HEADER, length),
+      );
+      offset += pad(length);
+    } else if (tag === TAG_COLD) {
+      cold(records[next++]!);
+      offset += HEADER;
+    } else {
+      offset += pad(length);
+    }
+  }
+  // Defensive: a record without a marker still runs, last.
+  while (next < records.length) cold(records[next++]!);
 }
 
 /** The bytes of a payload field of a received batch, as a view (no copy). */

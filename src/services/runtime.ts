@@ -8,7 +8,7 @@ import {
   errorInfo,
   type LoadedInfo,
   type OpenInfo,
-  payloadOf,
+  readBatch,
   type SnapshotInfo,
   type StartInfo,
   type UpgradeDecision,
@@ -106,7 +106,7 @@ class RuntimeClient<Data> implements Client<Data> {
 
   send(data: SendData, options?: SendOptions): void {
     if (!this.open) return;
-    this.runtime.commandWithPayload([Command.Send, this.wireId], data, options);
+    this.runtime.commandHot(Command.Send, this.wireId, data, options);
   }
 
   close(code = 1000, reason = ""): void {
@@ -218,11 +218,7 @@ export class ServiceRuntime {
         return runtime.config!;
       },
       broadcast(data: SendData, options?: BroadcastOptions & SendOptions) {
-        runtime.commandWithPayload(
-          [Command.Broadcast, runtime.exceptId(options?.except)],
-          data,
-          options,
-        );
+        runtime.commandHot(Command.Broadcast, runtime.exceptId(options?.except), data, options);
       },
       publish(topic: string, data: SendData, options?: BroadcastOptions & SendOptions) {
         validateTopic(topic);
@@ -295,6 +291,19 @@ export class ServiceRuntime {
     this.scheduleFlush();
   }
 
+  /** Send and Broadcast: the hot path out. */
+  commandHot(kind: number, id: number, data: SendData, options?: SendOptions): void {
+    if (typeof data === "string") {
+      this.writer.addHot(kind, id, options?.binary ? 1 : 0, data);
+    } else {
+      const bytes = toBytes(data);
+      const binary = options?.binary ?? true;
+      if (!binary && !isUtf8(bytes)) throw new TypeError("text messages must be valid UTF-8");
+      this.writer.addHot(kind, id, binary ? 1 : 0, bytes);
+    }
+    if (!this.flushScheduled) this.scheduleFlush();
+  }
+
   private exceptId(except: Client | string | undefined): number {
     if (except === undefined) return 0;
     const id = typeof except === "string" ? except : except.id;
@@ -316,31 +325,68 @@ export class ServiceRuntime {
   // ─────────────────────────── events ───────────────────────────
 
   private handle(batch: Batch): void {
-    for (const record of batch.records) {
+    readBatch(batch, this.onMessage, (record) => {
       try {
-        this.dispatch(batch, record);
+        this.dispatch(record);
       } catch (error) {
         this.logger.error({ err: error }, "event dispatch failed");
       }
-    }
+    });
     this.lastHandled = batch.seq;
     // Answer in one batch per batch received, empty or not: the acknowledgement rides along.
     this.flush(true);
   }
 
-  private dispatch(batch: Batch, record: readonly unknown[]): void {
+  /** A client's message: the hot path in. */
+  private readonly onMessage = (kind: number, id: number, flag: number, payload: Buffer): void => {
+    if (kind !== Event.Message) return;
+    const client = this.byWireId.get(id);
+    if (client === undefined) return;
+    const message = new Message(payload, flag === 1);
+    const hook = this.hooks.message;
+    if (hook === undefined) {
+      client.deliver(message);
+      return;
+    }
+    if (client.busy) {
+      client.tasks.push(() =>
+        this.invoke(client, "message", () => hook(client, message, this.context)),
+      );
+      return;
+    }
+    this.invokeMessage(client, hook, message);
+  };
+
+  /** `invoke` without a closure per message, for the common case of an idle client. */
+  private invokeMessage(
+    client: RuntimeClient<unknown>,
+    hook: NonNullable<ServiceHooks<unknown, unknown>["message"]>,
+    message: Message,
+  ): void {
+    let result: unknown;
+    try {
+      result = hook(client, message, this.context);
+    } catch (error) {
+      this.hookFailed(client, "message", error);
+      this.next(client);
+      return;
+    }
+    if (isThenable(result)) {
+      client.busy = true;
+      result.then(
+        () => this.next(client),
+        (error: unknown) => {
+          this.hookFailed(client, "message", error);
+          this.next(client);
+        },
+      );
+      return;
+    }
+    if (client.tasks.length > 0) this.next(client);
+  }
+
+  private dispatch(record: readonly unknown[]): void {
     switch (record[0]) {
-      case Event.Message: {
-        const client = this.byWireId.get(record[1] as number);
-        if (client === undefined) return;
-        const message = new Message(payloadOf(batch, record[3]), record[2] === 1);
-        if (this.hooks.message) {
-          this.run(client, "message", () => this.hooks.message!(client, message, this.context));
-        } else {
-          client.deliver(message);
-        }
-        return;
-      }
       case Event.Open:
         this.open(record[1] as number, record[2] as OpenInfo);
         return;

@@ -6,9 +6,11 @@ import {
   Command,
   type ErrorInfo,
   Event,
+  HOT_RECORD,
   type LoadedInfo,
   type OpenInfo,
   payloadOf,
+  readBatch,
   type SnapshotInfo,
   type StartInfo,
   type UpgradeDecision,
@@ -105,6 +107,8 @@ interface Instance {
 }
 
 const RETRY_BROKEN_MS = 1_000;
+const BINARY = { binary: true } as const;
+const TEXT = { binary: false } as const;
 
 export class ServiceHost {
   readonly file: string;
@@ -487,7 +491,7 @@ export class ServiceHost {
     this.links.set(clientId, link);
     this.enqueue([Event.Open, clientId, info]);
     conn.on("message", (data: Buffer, isBinary: boolean) => {
-      this.enqueueWithPayload([Event.Message, clientId, isBinary ? 1 : 0], data);
+      this.enqueueMessage(clientId, isBinary, data);
     });
     conn.on("error", (error: Error & { code?: string }) => {
       this.enqueue([Event.Error, clientId, error.code ?? "WS_ERR_UNKNOWN", error.message]);
@@ -516,29 +520,41 @@ export class ServiceHost {
       this.hold(record, 0);
       return;
     }
-    this.instance.writer.add(record);
+    if (record[0] === HOT_RECORD) {
+      this.instance.writer.addHot(
+        record[1] as number,
+        record[2] as number,
+        record[3] as number,
+        record[4] as Buffer,
+      );
+    } else {
+      this.instance.writer.add(record);
+    }
     this.scheduleFlush();
   }
 
-  private enqueueWithPayload(head: readonly unknown[], payload: Buffer): void {
-    if (this.instance === null || !this.instance.ready || this.state !== "ready") {
-      this.hold([...head, payload], payload.length);
+  /** A client's message: the hot path in. */
+  private enqueueMessage(clientId: number, isBinary: boolean, payload: Buffer): void {
+    const instance = this.instance;
+    if (instance === null || !instance.ready || this.state !== "ready") {
+      this.hold([HOT_RECORD, Event.Message, clientId, isBinary ? 1 : 0, payload], payload.length);
       return;
     }
-    this.instance.writer.addWithPayload(head, payload);
-    this.scheduleFlush();
+    instance.writer.addHot(Event.Message, clientId, isBinary ? 1 : 0, payload);
+    if (!this.flushScheduled) this.scheduleFlush();
   }
 
   private hold(record: BatchRecord, bytes: number): void {
     if (this.state === "stopped") return;
     const kind = record[0];
     if (
-      (kind === Event.Message || kind === Event.Open) &&
+      (kind === HOT_RECORD || kind === Event.Open) &&
       (this.pending.length >= this.options.maxPendingEvents ||
         this.pendingBytes + bytes > this.options.maxPendingBytes)
     ) {
       // Bounded: a client whose events do not fit is closed with "try again later".
-      this.links.get(record[1] as number)?.conn.close(1013, "service busy");
+      const clientId = (kind === HOT_RECORD ? record[2] : record[1]) as number;
+      this.links.get(clientId)?.conn.close(1013, "service busy");
       return;
     }
     this.pending.push(record);
@@ -617,32 +633,37 @@ export class ServiceHost {
       if (instance === this.instance) this.updateOverload(instance);
     }
     const current = instance === this.instance && !instance.retired;
-    for (const record of batch.records) {
-      try {
-        this.command(instance, current, batch, record);
-      } catch (error) {
-        this.logger.error({ service: this.name, err: error }, "a service command failed");
+    readBatch(
+      batch,
+      (kind, id, flag, payload) => {
+        if (current) this.hotCommand(kind, id, flag, payload);
+      },
+      (record) => {
+        try {
+          this.command(instance, current, batch, record);
+        } catch (error) {
+          this.logger.error({ service: this.name, err: error }, "a service command failed");
+        }
+      },
+    );
+  }
+
+  /** Send and Broadcast: the hot path out. */
+  private hotCommand(kind: number, id: number, flag: number, payload: Buffer): void {
+    const options = flag === 1 ? BINARY : TEXT;
+    if (kind === Command.Send) {
+      this.links.get(id)?.conn.send(payload, options);
+      return;
+    }
+    if (kind === Command.Broadcast) {
+      for (const link of this.links.values()) {
+        if (link.id !== id) link.conn.send(payload, options);
       }
     }
   }
 
   private command(instance: Instance, current: boolean, batch: Batch, record: BatchRecord): void {
     switch (record[0]) {
-      case Command.Send: {
-        if (!current) return;
-        const link = this.links.get(record[1] as number);
-        link?.conn.send(payloadOf(batch, record[3]), { binary: record[2] === 1 });
-        return;
-      }
-      case Command.Broadcast: {
-        if (!current) return;
-        const payload = payloadOf(batch, record[3]);
-        const binary = record[2] === 1;
-        for (const link of this.links.values()) {
-          if (link.id !== record[1]) link.conn.send(payload, { binary });
-        }
-        return;
-      }
       case Command.Publish: {
         if (!current) return;
         this.host.topics.publish(
