@@ -22,6 +22,7 @@ export async function importService(
     parentURL: import.meta.url,
     onImport: (imported) => imports.push(imported),
   })) as Record<string, unknown>;
+  await settled(imports);
   // A CommonJS module's namespace has its exports object as `default`; the service is then
   // that object's `default` (what `export default` compiles to).
   const inner = module.default as Record<string, unknown> | undefined;
@@ -29,6 +30,19 @@ export async function importService(
     module = inner;
   }
   return { module, imports: localFiles([url, ...imports]) };
+}
+
+/**
+ * tsx reports imports from its loader thread over a message port, so the last reports may
+ * arrive after the import resolved: wait until the list has been still for a moment (bounded).
+ */
+async function settled(imports: string[]): Promise<void> {
+  const deadline = Date.now() + 250;
+  let seen = -1;
+  while (imports.length !== seen && Date.now() < deadline) {
+    seen = imports.length;
+    await new Promise((resolve) => setTimeout(resolve, 10));
+  }
 }
 
 /** The files worth watching: on disk, outside node_modules, each once. */

@@ -68,7 +68,13 @@ export function createProcessTransport(
     packs: true,
     post(batch) {
       if (exited || !child.connected) return;
-      child.send(batch);
+      // The channel copies the buffer whole: send only the part in use.
+      const { buffer, length } = batch;
+      if (buffer !== null && length !== undefined && length < buffer.byteLength) {
+        child.send({ ...batch, buffer: buffer.slice(0, length) });
+      } else {
+        child.send(batch);
+      }
     },
     terminate() {
       if (exited) return;

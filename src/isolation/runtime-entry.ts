@@ -43,7 +43,14 @@ function processChannel(): RuntimeChannel {
   return {
     packs: true,
     post(batch) {
-      if (process.connected) process.send!(batch);
+      if (!process.connected) return;
+      // The channel copies the buffer whole: send only the part in use.
+      const { buffer, length } = batch;
+      if (buffer !== null && length !== undefined && length < buffer.byteLength) {
+        process.send!({ ...batch, buffer: buffer.slice(0, length) });
+      } else {
+        process.send!(batch);
+      }
     },
     onBatch(handler) {
       process.on("message", (batch) => handler(batch as Batch));

@@ -1,0 +1,374 @@
+// The batch format between the I/O thread and a service runtime. Packed (worker, process), hot
+// records (a message in, a send out) and payloads go into one transferable buffer; unpacked
+// (main), they are kept by reference. Whatever goes in must come out byte for byte and in the
+// order it went in, whichever mode and however large.
+import fc from "fast-check";
+import { describe, expect, it } from "vitest";
+import {
+  type Batch,
+  type BatchRecord,
+  BatchWriter,
+  Command,
+  Event,
+  HOT_RECORD,
+  payloadOf,
+  readBatch,
+} from "../../src/isolation/batch.js";
+
+const INITIAL_BUFFER = 16 * 1024;
+
+/** A batch's records in stream order: hot ones as ["hot", kind, id, flag, payload]. */
+function decode(batch: Batch): BatchRecord[] {
+  const out: BatchRecord[] = [];
+  readBatch(
+    batch,
+    (kind, id, flag, payload) => out.push(["hot", kind, id, flag, payload]),
+    (record) => out.push(record),
+  );
+  return out;
+}
+
+/** Every payload of a batch, hot or cold (the last element of each record), in order. */
+function payloads(batch: Batch): Buffer[] {
+  return decode(batch).map((record) =>
+    record[0] === "hot" ? (record[4] as Buffer) : payloadOf(batch, record.at(-1)),
+  );
+}
+
+function take(writer: BatchWriter, ack = 0, evenIfEmpty = false) {
+  const taken = writer.take(ack, evenIfEmpty);
+  if (taken === null) throw new Error("take() returned null");
+  return taken;
+}
+
+/** Distinct bytes per index, so a payload overwritten by another one is noticed. */
+function pattern(length: number, seed: number): Uint8Array {
+  const bytes = new Uint8Array(length);
+  for (let i = 0; i < length; i++) bytes[i] = (i * 31 + seed * 7 + 1) & 0xff;
+  return bytes;
+}
+
+const STRINGS: Array<[string, string]> = [
+  ["ASCII", "hello, switchboard"],
+  ["multi-byte UTF-8", "grüße, ¿qué tal? — 日本語のテキスト"],
+  ["emoji (surrogate pairs)", "🎉👩‍👩‍👧‍👦 done 🚀"],
+  ["the empty string", ""],
+];
+
+/** The two ways a payload is added: as a hot record, or as the last field of a cold one. */
+const WAYS = [
+  {
+    way: "hot record",
+    add: (writer: BatchWriter, id: number, flag: number, payload: string | Uint8Array) =>
+      writer.addHot(Event.Message, id, flag, payload),
+  },
+  {
+    way: "cold record with a payload",
+    add: (writer: BatchWriter, id: number, flag: number, payload: string | Uint8Array) =>
+      writer.addWithPayload([Command.Publish, `topic${id}`, id, flag], payload),
+  },
+];
+
+describe.each([
+  ["packed", true],
+  ["unpacked", false],
+])("BatchWriter, %s", (_mode, pack) => {
+  describe.each(WAYS)("$way", ({ add }) => {
+    it.each(STRINGS)("round-trips a string alone in its batch: %s", (_what, text) => {
+      const writer = new BatchWriter(pack);
+      add(writer, 7, 0, text);
+      const [payload] = payloads(take(writer).batch);
+      expect(payload!.toString("utf8")).toBe(text);
+      expect(payload!.byteLength).toBe(Buffer.byteLength(text));
+    });
+
+    it.each(STRINGS)("round-trips a string between others: %s", (_what, text) => {
+      const writer = new BatchWriter(pack);
+      add(writer, 1, 0, "before");
+      add(writer, 2, 0, text);
+      add(writer, 3, 0, "after");
+      const out = payloads(take(writer).batch).map((bytes) => bytes.toString());
+      expect(out).toEqual(["before", text, "after"]);
+    });
+
+    it("round-trips bytes, the empty ones too", () => {
+      const writer = new BatchWriter(pack);
+      const bytes = pattern(301, 1);
+      add(writer, 1, 1, bytes);
+      add(writer, 2, 1, new Uint8Array(0));
+      add(writer, 3, 1, Buffer.alloc(0));
+      add(writer, 4, 1, pattern(3, 2));
+      const [first, second, third, fourth] = payloads(take(writer).batch);
+      expect(first).toEqual(Buffer.from(bytes));
+      expect(second!.byteLength).toBe(0);
+      expect(third!.byteLength).toBe(0);
+      expect(fourth).toEqual(Buffer.from(pattern(3, 2)));
+    });
+
+    it("copies exactly the bytes of a view into a larger buffer", () => {
+      const backing = pattern(1_000, 2);
+      const view = new Uint8Array(backing.buffer, 123, 45);
+      const writer = new BatchWriter(pack);
+      add(writer, 1, 1, view);
+      expect(writer.bytes).toBe(45);
+      const { batch } = take(writer);
+      const [out] = payloads(batch);
+      expect(out!.byteLength).toBe(45);
+      expect(out).toEqual(Buffer.from(backing.subarray(123, 168)));
+      if (pack) {
+        // Only the 45 bytes were gathered, not the 1,000 of the backing buffer.
+        expect(batch.length).toBeLessThan(100);
+      } else {
+        // Nothing copied: a view over the same memory.
+        expect(out!.buffer).toBe(backing.buffer);
+      }
+    });
+
+    it("keeps earlier payloads intact as the buffer grows past 16 KiB", () => {
+      const writer = new BatchWriter(pack);
+      const sent: Uint8Array[] = [];
+      // 200 payloads of 1,000 bytes: the 16 KiB buffer doubles several times along the way.
+      for (let i = 0; i < 200; i++) {
+        const bytes = pattern(1_000, i);
+        sent.push(bytes);
+        add(writer, i + 1, 1, bytes);
+      }
+      expect(writer.size).toBe(200);
+      expect(writer.bytes).toBe(200_000);
+      const out = payloads(take(writer).batch);
+      expect(out.map((bytes) => bytes.byteLength)).toEqual(sent.map(() => 1_000));
+      // One comparison of everything (200 toEqual calls on buffers are slow).
+      expect(Buffer.compare(Buffer.concat(out), Buffer.concat(sent))).toBe(0);
+    });
+
+    it("keeps small payloads intact around one of 1 MiB", () => {
+      const writer = new BatchWriter(pack);
+      const big = pattern(1024 * 1024, 9);
+      add(writer, 1, 0, "before");
+      add(writer, 2, 1, big);
+      add(writer, 3, 0, "after ✓");
+      const { batch } = take(writer);
+      const [before, middle, after] = payloads(batch);
+      expect(before!.toString()).toBe("before");
+      expect(middle!.byteLength).toBe(big.byteLength);
+      expect(Buffer.compare(middle!, Buffer.from(big))).toBe(0);
+      expect(after!.toString()).toBe("after ✓");
+      if (pack) expect(batch.buffer!.byteLength).toBeGreaterThanOrEqual(1024 * 1024 + 13);
+    });
+  });
+
+  it("keeps a hot record's kind, id and flag", () => {
+    const writer = new BatchWriter(pack);
+    writer.addHot(Command.Send, 2 ** 32 - 1, 1, "a");
+    writer.addHot(Command.Broadcast, 0, 0, "b");
+    writer.addHot(Event.Message, 123_456, 1, new Uint8Array([9]));
+    expect(decode(take(writer).batch)).toEqual([
+      ["hot", Command.Send, 2 ** 32 - 1, 1, Buffer.from("a")],
+      ["hot", Command.Broadcast, 0, 0, Buffer.from("b")],
+      ["hot", Event.Message, 123_456, 1, Buffer.from([9])],
+    ]);
+  });
+
+  it("keeps hot and cold records in the order they were added", () => {
+    const writer = new BatchWriter(pack);
+    // Cold records before the first hot one, between hot ones and after the last.
+    writer.add([Event.Open, 1, { data: "first" }]);
+    writer.add([Event.Ping, 5]);
+    writer.addHot(Event.Message, 1, 0, "m1");
+    writer.add([Event.Error, 1, "WS_ERR_X", "between"]);
+    writer.addWithPayload([Command.Publish, "news", 0, 0], "cold payload");
+    writer.addHot(Event.Message, 1, 1, new Uint8Array([1, 2]));
+    writer.addHot(Event.Message, 2, 0, "m3");
+    writer.add([Event.Close, 1, 1000, "last"]);
+    expect(writer.size).toBe(8);
+    const { batch } = take(writer);
+    // (Kinds are numbered per direction: Command.Publish and Event.Ping are both 7.)
+    const records = decode(batch).map((record) =>
+      record[1] === "news" ? [...record.slice(0, -1), payloadOf(batch, record[4])] : record,
+    );
+    expect(records).toEqual([
+      [Event.Open, 1, { data: "first" }],
+      [Event.Ping, 5],
+      ["hot", Event.Message, 1, 0, Buffer.from("m1")],
+      [Event.Error, 1, "WS_ERR_X", "between"],
+      [Command.Publish, "news", 0, 0, Buffer.from("cold payload")],
+      ["hot", Event.Message, 1, 1, Buffer.from([1, 2])],
+      ["hot", Event.Message, 2, 0, Buffer.from("m3")],
+      [Event.Close, 1, 1000, "last"],
+    ]);
+    if (pack) {
+      // Only cold records are objects to clone; hot ones live in the buffer alone.
+      expect(batch.records.map((record) => record[0])).toEqual([
+        Event.Open,
+        Event.Ping,
+        Event.Error,
+        Command.Publish,
+        Event.Close,
+      ]);
+    }
+  });
+
+  it("returns null when there is nothing to send", () => {
+    const writer = new BatchWriter(pack);
+    expect(writer.take(3)).toBeNull();
+    writer.addHot(Event.Message, 1, 0, "x");
+    expect(writer.take(3)).not.toBeNull();
+    expect(writer.take(3)).toBeNull();
+    writer.add([Event.Ping, 1]);
+    expect(writer.take(3)).not.toBeNull();
+    expect(writer.take(3)).toBeNull();
+  });
+
+  it("numbers batches one by one and carries the ack it is given", () => {
+    const writer = new BatchWriter(pack);
+    writer.add([Event.Ping, 1]);
+    const first = take(writer, 5).batch;
+    writer.addHot(Event.Message, 1, 0, "x");
+    writer.add([Event.Ping, 3]);
+    const second = take(writer, 9).batch;
+    expect(first).toMatchObject({ seq: 1, ack: 5 });
+    expect(second).toMatchObject({ seq: 2, ack: 9 });
+    expect(decode(first)).toEqual([[Event.Ping, 1]]);
+    expect(decode(second)).toEqual([
+      ["hot", Event.Message, 1, 0, Buffer.from("x")],
+      [Event.Ping, 3],
+    ]);
+  });
+
+  it("sends an acknowledgement alone when asked even if empty", () => {
+    const writer = new BatchWriter(pack);
+    writer.add([Event.Ping, 1]);
+    take(writer, 1);
+    const { batch, transfer } = take(writer, 4, true);
+    expect(batch).toMatchObject({ seq: 2, ack: 4, records: [], buffer: null });
+    expect(decode(batch)).toEqual([]);
+    expect(transfer).toEqual([]);
+  });
+
+  it("starts afresh after take(): later writes do not touch an earlier batch", () => {
+    const writer = new BatchWriter(pack);
+    writer.addHot(Event.Message, 1, 0, "first batch");
+    writer.addWithPayload([Command.Publish, "t", 0, 0], "first cold");
+    const first = take(writer).batch;
+    expect(writer.size).toBe(0);
+    expect(writer.bytes).toBe(0);
+    writer.addHot(Event.Message, 1, 0, "SECOND BATCH, longer than the first one");
+    writer.addWithPayload([Command.Publish, "t", 0, 0], "second cold");
+    const second = take(writer).batch;
+    expect(payloads(first).map(String)).toEqual(["first batch", "first cold"]);
+    expect(payloads(second).map(String)).toEqual([
+      "SECOND BATCH, longer than the first one",
+      "second cold",
+    ]);
+    if (pack) expect(second.buffer).not.toBe(first.buffer);
+  });
+
+  it("round-trips random sequences of records exactly and in order", () => {
+    const payload = fc.oneof(
+      fc.string({ unit: "binary", maxLength: 40 }),
+      fc.uint8Array({ maxLength: 3_000 }),
+    );
+    const entry = fc.oneof(
+      fc.record({ way: fc.constant("hot" as const), payload }),
+      fc.record({ way: fc.constant("cold payload" as const), payload }),
+      fc.record({ way: fc.constant("cold" as const), payload: fc.constant("") }),
+    );
+    fc.assert(
+      fc.property(fc.array(entry, { maxLength: 30 }), (list) => {
+        const writer = new BatchWriter(pack);
+        list.forEach(({ way, payload }, index) => {
+          const flag = typeof payload === "string" ? 0 : 1;
+          if (way === "hot") writer.addHot(Event.Message, index, flag, payload);
+          else if (way === "cold payload") writer.addWithPayload([Event.Error, index], payload);
+          else writer.add([Event.Ping, index]);
+        });
+        const taken = writer.take(0);
+        if (list.length === 0) {
+          expect(taken).toBeNull();
+          return;
+        }
+        const { batch } = taken!;
+        const out = decode(batch);
+        expect(out).toHaveLength(list.length);
+        list.forEach(({ way, payload }, index) => {
+          const record = out[index]!;
+          const text = typeof payload === "string";
+          const expected = text ? Buffer.from(payload) : payload;
+          if (way === "hot") {
+            expect(record.slice(0, 4)).toEqual(["hot", Event.Message, index, text ? 0 : 1]);
+            expect(Buffer.compare(record[4] as Buffer, expected)).toBe(0);
+          } else if (way === "cold payload") {
+            expect(record.slice(0, 2)).toEqual([Event.Error, index]);
+            expect(Buffer.compare(payloadOf(batch, record[2]), expected)).toBe(0);
+          } else {
+            expect(record).toEqual([Event.Ping, index]);
+          }
+        });
+      }),
+      { numRuns: 200 },
+    );
+  });
+});
+
+describe("BatchWriter, packed: the transferred buffer", () => {
+  it("is a fresh ArrayBuffer of the writer's own, never Node's shared pool", () => {
+    const writer = new BatchWriter(true);
+    writer.addHot(Event.Message, 1, 0, "small");
+    const { batch, transfer } = take(writer);
+    expect(batch.buffer).toBeInstanceOf(ArrayBuffer);
+    // The shared pool is Buffer.poolSize (8 KiB) per slab; the writer allocates 16 KiB.
+    expect(batch.buffer!.byteLength).toBe(INITIAL_BUFFER);
+    expect(batch.buffer).not.toBe(Buffer.from("pooled").buffer);
+    expect(transfer).toEqual([batch.buffer]);
+    // What is in use: one 12-byte header and the payload padded to 4 bytes.
+    expect(batch.length).toBe(12 + 8);
+  });
+
+  it("can be transferred, which detaches it, and the clone reads the same records", () => {
+    const writer = new BatchWriter(true);
+    writer.addHot(Event.Message, 1, 0, "text ✓");
+    writer.add([Event.Ping, 2]);
+    writer.addWithPayload([Command.Publish, "t", 0, 1], pattern(100, 3));
+    const { batch, transfer } = take(writer);
+    const clone = structuredClone(batch, { transfer });
+    expect(batch.buffer!.byteLength).toBe(0);
+    expect(clone.buffer!.byteLength).toBe(INITIAL_BUFFER);
+    const records = decode(clone);
+    expect(records[0]).toEqual(["hot", Event.Message, 1, 0, Buffer.from("text ✓")]);
+    expect(records[1]).toEqual([Event.Ping, 2]);
+    expect(payloadOf(clone, records[2]![4])).toEqual(Buffer.from(pattern(100, 3)));
+  });
+
+  it("holds no buffer when no hot record or payload was added", () => {
+    const writer = new BatchWriter(true);
+    writer.add([Event.Ping, 1]);
+    const { batch, transfer } = take(writer);
+    expect(batch.buffer).toBeNull();
+    expect(transfer).toEqual([]);
+    expect(decode(batch)).toEqual([[Event.Ping, 1]]);
+  });
+});
+
+describe("BatchWriter, unpacked: payloads by reference", () => {
+  it("keeps bytes as they are and turns strings into UTF-8 bytes", () => {
+    const writer = new BatchWriter(false);
+    const bytes = Buffer.from(pattern(64, 4));
+    const plain = pattern(16, 5);
+    writer.addHot(Event.Message, 1, 1, bytes);
+    writer.addHot(Event.Message, 2, 1, plain);
+    writer.addWithPayload([Command.Publish, "t", 0, 1], bytes);
+    writer.addHot(Event.Message, 3, 0, "é");
+    expect(writer.bytes).toBe(64 + 16 + 64 + 2);
+    const { batch, transfer } = take(writer);
+    expect(batch.buffer).toBeNull();
+    expect(transfer).toEqual([]);
+    expect(batch.records[0]).toEqual([HOT_RECORD, Event.Message, 1, 1, bytes]);
+    const records = decode(batch);
+    // A Buffer is handed on as it is; another Uint8Array becomes a Buffer over its memory.
+    expect(records[0]![4]).toBe(bytes);
+    expect((records[1]![4] as Buffer).buffer).toBe(plain.buffer);
+    expect(records[1]![4]).toEqual(Buffer.from(plain));
+    expect(payloadOf(batch, records[2]![4])).toBe(bytes);
+    expect(records[3]![4]).toEqual(Buffer.from([0xc3, 0xa9]));
+  });
+});
