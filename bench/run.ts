@@ -1,13 +1,15 @@
-// `npm run bench`: echo throughput of Switchboard against the `ws` package, over loopback.
+// `npm run bench`: echo throughput of Switchboard against the `ws` package, over loopback, and
+// of Switchboard's service server with the echo service on the I/O thread, in a worker thread
+// and in a child process (the isolation benchmark).
 //
 // Each server runs alone in its own Node process, pinned to one core; the C load generator
 // (bench/loadgen/echo-load.c, compiled here with the system `cc`) runs pinned to the other.
-// For every message size the generator runs against each server in turn, alternating which
-// goes first, for several rounds; the table shows the median messages/s of each, their ratio,
-// and the CPU both processes used, so a reader can tell whether the server was the bottleneck.
+// For every message size the generator runs against each server in turn, rotating which goes
+// first, for several rounds; the tables show the median messages/s of each, their ratios, and
+// the CPU the processes used, so a reader can tell whether the server was the bottleneck.
 // See docs/benchmarks.md for how to read the output.
 import { type ChildProcess, spawn, spawnSync } from "node:child_process";
-import { existsSync, mkdirSync, readFileSync, statSync, writeFileSync } from "node:fs";
+import { existsSync, mkdirSync, readdirSync, readFileSync, statSync, writeFileSync } from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import { createInterface } from "node:readline";
@@ -26,9 +28,16 @@ const GENERATOR_CPU_WARN_PCT = 80;
 const SERVER_CPU_WARN_PCT = 85;
 /** Above this, other processes competed for the CPUs during a run and its msg/s is noisy. */
 const OTHER_LOAD_WARN_PCT = 20;
+/** Above this, the hypervisor took the CPUs away during a run (a virtual machine's steal time). */
+const STEAL_WARN_PCT = 10;
 const SERVER_READY_TIMEOUT_MS = 20_000;
 const SERVER_STOP_TIMEOUT_MS = 3_000;
 const CONNECT_TIMEOUT_MS = 10_000;
+/** Where the isolation benchmark wants a worker-isolated service, relative to the same on the I/O thread. */
+const WORKER_TARGET_RATIO = 0.7;
+
+type Isolation = "main" | "worker" | "process";
+const ISOLATIONS: readonly Isolation[] = ["main", "worker", "process"];
 
 interface Options {
   quick: boolean;
@@ -41,12 +50,18 @@ interface Options {
   deflateSizes: number[];
   pin: boolean;
   baseline: boolean;
+  /** Isolation modes of the service server to measure on the plain cases. */
+  isolation: Isolation[];
 }
 
 interface ServerSpec {
   /** Column label. */
   name: string;
   script: string;
+  /** Extra arguments after `--port 0 [--deflate]`. */
+  args: string[];
+  /** The cases it takes part in. */
+  variants: ReadonlyArray<Case["variant"]>;
 }
 
 /** One line of the generator's JSON output (see echo-load.c). */
@@ -72,6 +87,16 @@ interface LoadResult {
   /** Busy CPU of the whole machine, in % of one core (two busy cores: 200). */
   machine_cpu_pct: number;
   negotiated: string;
+  /**
+   * Added here, not by the generator: CPU of the server's child processes (a service in
+   * isolation "process"), in % of one core, sampled from the generator's start to its exit.
+   */
+  children_cpu_pct?: number;
+  /**
+   * Added here: CPU time the hypervisor gave to other guests while this machine wanted to run
+   * (steal in /proc/stat), in % of one core, over the same span as `children_cpu_pct`.
+   */
+  steal_pct?: number;
 }
 
 type RunOutcome = LoadResult | { ok: false; error: string };
@@ -95,7 +120,10 @@ const USAGE = `usage: npm run bench -- [options]
   --inflight N          messages in flight per connection (default 16)
   --sizes A,B           text message sizes in bytes, plain (default 32,4096)
   --deflate-sizes A,B   sizes with permessage-deflate, or "none" (default 4096)
+  --isolation A,B       service-server isolation modes measured on the plain cases, or
+                        "none" (default main,worker,process)
   --baseline            run ws against ws, to see how much two equal servers differ
+                        (no service servers)
   --no-pin              do not pin the server and the generator to separate cores
   --help                this text
 `;
@@ -112,6 +140,7 @@ function parseOptions(argv: string[]): Options {
     deflateSizes: [4096],
     pin: true,
     baseline: false,
+    isolation: [...ISOLATIONS],
   };
   const explicit = new Set<string>();
   const int = (flag: string, value: string | undefined, min: number, max: number): number => {
@@ -160,6 +189,17 @@ function parseOptions(argv: string[]): Options {
       case "--deflate-sizes":
         opts.deflateSizes = list(arg, argv[++i]);
         break;
+      case "--isolation": {
+        const value = argv[++i] ?? "";
+        const modes = value === "none" ? [] : value.split(",");
+        for (const mode of modes) {
+          if (!ISOLATIONS.includes(mode as Isolation)) {
+            throw new Error(`--isolation takes ${ISOLATIONS.join(", ")} or none, got ${mode}`);
+          }
+        }
+        opts.isolation = ISOLATIONS.filter((mode) => modes.includes(mode));
+        break;
+      }
       case "--help":
       case "-h":
         process.stdout.write(USAGE);
@@ -274,6 +314,57 @@ function machineBusyS(): number | undefined {
   }
 }
 
+/**
+ * CPU seconds used so far by the descendants of `pid` that are still running (Linux; undefined
+ * elsewhere). The generator accounts for the server's own process, every thread included (so a
+ * worker thread's work is in its figure); a service in isolation "process" runs in a child
+ * process, whose CPU only this sees.
+ */
+function descendantsCpuS(pid: number): number | undefined {
+  let entries: string[];
+  try {
+    entries = readdirSync("/proc").filter((name) => /^\d+$/.test(name));
+  } catch {
+    return undefined;
+  }
+  const children = new Map<number, number[]>();
+  const cpu = new Map<number, number>();
+  for (const entry of entries) {
+    let stat: string;
+    try {
+      stat = readFileSync(`/proc/${entry}/stat`, "utf8");
+    } catch {
+      continue; // ended meanwhile
+    }
+    // The command name may hold spaces and parentheses: the fields start after the last ")".
+    const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+    const parent = Number(fields[1]);
+    // utime and stime are fields 14 and 15 of proc(5), in USER_HZ (100 on Linux).
+    cpu.set(Number(entry), (Number(fields[11]) + Number(fields[12])) / 100);
+    const siblings = children.get(parent);
+    if (siblings === undefined) children.set(parent, [Number(entry)]);
+    else siblings.push(Number(entry));
+  }
+  let total = 0;
+  const queue = [...(children.get(pid) ?? [])];
+  for (let i = 0; i < queue.length && i < 10_000; i++) {
+    total += cpu.get(queue[i]) ?? 0;
+    queue.push(...(children.get(queue[i]) ?? []));
+  }
+  return total;
+}
+
+/** CPU seconds the hypervisor has stolen from this machine so far, from /proc/stat. */
+function machineStealS(): number | undefined {
+  try {
+    const fields = readFileSync("/proc/stat", "utf8").split("\n")[0].trim().split(/\s+/);
+    const steal = Number(fields[8]);
+    return Number.isFinite(steal) ? steal / 100 : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
 /** How much of a core other processes use right now, sampled over `ms`. */
 async function idleLoadPct(ms: number): Promise<number | undefined> {
   const before = machineBusyS();
@@ -298,7 +389,7 @@ async function startServer(
   deflate: boolean,
   where: Placement,
 ): Promise<RunningServer> {
-  const nodeArgs = ["--import", "tsx", spec.script, "--port", "0"];
+  const nodeArgs = ["--import", "tsx", spec.script, "--port", "0", ...spec.args];
   if (deflate) nodeArgs.push("--deflate");
   const [command, args] =
     where.serverCpu === undefined
@@ -380,6 +471,9 @@ function runLoad(
   if (deflate) args.push("--deflate");
   if (where.generatorCpu !== undefined) args.push("--cpu", String(where.generatorCpu));
   const limitMs = CONNECT_TIMEOUT_MS + opts.warmupMs + opts.durationMs + 5_000;
+  const childrenBefore = descendantsCpuS(server.pid);
+  const stealBefore = machineStealS();
+  const startedAt = performance.now();
   return new Promise((resolve) => {
     const child = track(spawn(loadgenBinary, args, { stdio: ["ignore", "pipe", "pipe"] }));
     let stdout = "";
@@ -400,6 +494,17 @@ function runLoad(
       const line = stdout.trim().split("\n").pop() ?? "";
       try {
         const parsed = JSON.parse(line) as RunOutcome;
+        const childrenAfter = descendantsCpuS(server.pid);
+        const stealAfter = machineStealS();
+        // Over connect, warm-up and the measured window: the load is the same throughout but
+        // for the connect phase, which takes a few milliseconds.
+        const wallS = (performance.now() - startedAt) / 1000;
+        if (parsed.ok && childrenBefore !== undefined && childrenAfter !== undefined) {
+          parsed.children_cpu_pct = Math.max(0, ((childrenAfter - childrenBefore) / wallS) * 100);
+        }
+        if (parsed.ok && stealBefore !== undefined && stealAfter !== undefined) {
+          parsed.steal_pct = Math.max(0, ((stealAfter - stealBefore) / wallS) * 100);
+        }
         resolve(parsed);
       } catch {
         const why = signal === "SIGKILL" ? `killed after ${limitMs} ms` : `exit ${signal ?? code}`;
@@ -418,10 +523,21 @@ function median(values: number[]): number {
   return sorted.length % 2 ? sorted[mid] : (sorted[mid - 1] + sorted[mid]) / 2;
 }
 
+/** CPU of the server during a run, its child processes included, in % of one core. */
+function serverCpuPct(run: LoadResult): number {
+  if (run.server_cpu_pct < 0) return Number.NaN;
+  return run.server_cpu_pct + (run.children_cpu_pct ?? 0);
+}
+
+/** Server CPU seconds over the measured window, its child processes included. */
+function serverCpuS(run: LoadResult): number {
+  return run.server_cpu_s + ((run.children_cpu_pct ?? 0) / 100) * run.duration_s;
+}
+
 /** CPU used during a run by processes other than the server and the generator. */
 function otherLoadPct(run: LoadResult): number {
   if (run.machine_cpu_pct < 0 || run.server_cpu_pct < 0) return Number.NaN;
-  return Math.max(0, run.machine_cpu_pct - run.server_cpu_pct - run.gen_cpu_pct);
+  return Math.max(0, run.machine_cpu_pct - serverCpuPct(run) - run.gen_cpu_pct);
 }
 
 function okRuns(runs: RunOutcome[]): LoadResult[] {
@@ -438,6 +554,8 @@ interface Summary {
   generatorCpuPct: number;
   /** Runs during which other processes used more than OTHER_LOAD_WARN_PCT of a core. */
   disturbedRuns: number;
+  /** Runs during which the hypervisor stole more than STEAL_WARN_PCT of a core. */
+  stolenRuns: number;
   wireBytesPerMessage: number;
   /** Echoes per read() of the generator: how many messages the server packs into a write. */
   echoesPerRead: number;
@@ -451,12 +569,13 @@ function summarize(runs: RunOutcome[]): Summary {
   return {
     msgsPerS,
     msgsPerServerCpuS: median(
-      ok.filter((run) => run.server_cpu_s > 0).map((run) => run.messages / run.server_cpu_s),
+      ok.filter((run) => run.server_cpu_s > 0).map((run) => run.messages / serverCpuS(run)),
     ),
     spreadPct: ok.length > 1 ? ((Math.max(...rates) - Math.min(...rates)) / msgsPerS) * 100 : 0,
-    serverCpuPct: median(ok.map((run) => run.server_cpu_pct)),
+    serverCpuPct: median(ok.map(serverCpuPct)),
     generatorCpuPct: ok.length ? Math.max(...ok.map((run) => run.gen_cpu_pct)) : Number.NaN,
     disturbedRuns: ok.filter((run) => otherLoadPct(run) > OTHER_LOAD_WARN_PCT).length,
+    stolenRuns: ok.filter((run) => (run.steal_pct ?? 0) > STEAL_WARN_PCT).length,
     wireBytesPerMessage: median(ok.map((run) => run.wire_bytes_in_per_s / run.msgs_per_s)),
     echoesPerRead: median(ok.filter((run) => run.reads > 0).map((run) => run.messages / run.reads)),
     errors: runs.filter((run) => !run.ok).map((run) => (run.ok ? "" : run.error)),
@@ -511,17 +630,56 @@ function wsVersion(): string {
 
 // ---------------------------------------------------------------- main
 
+/** The servers of a run: Switchboard and ws on every case, the service server on plain ones. */
+function serverSpecs(opts: Options): {
+  ours: ServerSpec;
+  theirs: ServerSpec;
+  services: ServerSpec[];
+} {
+  const every = ["plain", "deflate"] as const;
+  const ours: ServerSpec = opts.baseline
+    ? {
+        name: "ws (A)",
+        script: path.join("bench", "servers", "ws-echo.ts"),
+        args: [],
+        variants: every,
+      }
+    : {
+        name: "switchboard",
+        script: path.join("bench", "servers", "switchboard-echo.ts"),
+        args: [],
+        variants: every,
+      };
+  const theirs: ServerSpec = {
+    name: opts.baseline ? "ws (B)" : "ws",
+    script: path.join("bench", "servers", "ws-echo.ts"),
+    args: [],
+    variants: every,
+  };
+  // The isolation benchmark: the same echo as a service, on the I/O thread, in a worker, in a
+  // process. Plain cases only: with deflate the compression cost, the same in every mode, hides
+  // the cost of the boundary.
+  const services: ServerSpec[] = opts.baseline
+    ? []
+    : opts.isolation.map((isolation) => ({
+        name: `service ${isolation}`,
+        script: path.join("bench", "servers", "switchboard-service.ts"),
+        args: ["--isolation", isolation],
+        variants: ["plain"],
+      }));
+  return { ours, theirs, services };
+}
+
+function formatRatio(n: number): string {
+  return Number.isFinite(n) ? n.toFixed(2) : "-";
+}
+
 async function main(): Promise<number> {
   const opts = parseOptions(process.argv.slice(2));
   const started = Date.now();
 
-  const ours: ServerSpec = opts.baseline
-    ? { name: "ws (A)", script: path.join("bench", "servers", "ws-echo.ts") }
-    : { name: "switchboard", script: path.join("bench", "servers", "switchboard-echo.ts") };
-  const theirs: ServerSpec = {
-    name: opts.baseline ? "ws (B)" : "ws",
-    script: path.join("bench", "servers", "ws-echo.ts"),
-  };
+  const { ours, theirs, services } = serverSpecs(opts);
+  const specs = [ours, theirs, ...services];
   if (!opts.baseline && !existsSync(path.join(rootDir, "src", "index.ts"))) {
     throw new Error(
       "src/index.ts does not exist yet, so there is no Switchboard server to measure.\n" +
@@ -537,7 +695,12 @@ async function main(): Promise<number> {
     ...opts.deflateSizes.map((size) => ({ variant: "deflate" as const, size })),
   ];
   const perRunS = (opts.warmupMs + opts.durationMs) / 1000;
-  const estimateS = Math.ceil(cases.length * 2 * opts.rounds * (perRunS + 0.4));
+  const runsPerRound = cases.reduce(
+    (sum, c) => sum + specs.filter((spec) => spec.variants.includes(c.variant)).length,
+    0,
+  );
+  // About 0.4 s per run for the generator's start and the pause after it, 1.5 s per server start.
+  const estimateS = Math.ceil(runsPerRound * opts.rounds * (perRunS + 0.4) + specs.length * 1.5);
   console.log(
     `echo over loopback: ${opts.conns} connections x ${opts.inflight} in flight, text messages, ` +
       `${opts.rounds} round(s) of ${opts.warmupMs} ms warm-up + ${opts.durationMs} ms measured`,
@@ -546,6 +709,7 @@ async function main(): Promise<number> {
     `node ${process.version}, ws ${wsVersion()}, ${os.cpus()[0]?.model ?? "unknown CPU"}, ` +
       `${os.availableParallelism()} CPUs, ${where.note}; about ${estimateS} s`,
   );
+  console.log(`servers: ${specs.map((spec) => spec.name).join(", ")}`);
   if (backgroundPct !== undefined && backgroundPct > OTHER_LOAD_WARN_PCT) {
     console.log(
       `warning: before starting, other processes used ${formatPct(backgroundPct)} of a core; ` +
@@ -561,24 +725,29 @@ async function main(): Promise<number> {
     const deflate = variant === "deflate";
     const servers: RunningServer[] = [];
     try {
-      for (const spec of [ours, theirs]) servers.push(await startServer(spec, deflate, where));
+      for (const spec of specs.filter((s) => s.variants.includes(variant))) {
+        servers.push(await startServer(spec, deflate, where));
+      }
       const byCase = variantCases.map((c) => ({
         ...c,
         runs: Object.fromEntries(servers.map((s) => [s.spec.name, [] as RunOutcome[]])),
       }));
       for (let round = 0; round < opts.rounds; round++) {
         for (const [index, entry] of byCase.entries()) {
-          // Alternate who goes first so neither always runs on a freshly warmed machine.
-          const order = (round + index) % 2 === 0 ? servers : [...servers].reverse();
+          // Rotate who goes first so no server always runs on a freshly warmed machine (with
+          // two servers this alternates them).
+          const shift = (round + index) % servers.length;
+          const order = [...servers.slice(shift), ...servers.slice(0, shift)];
           for (const server of order) {
             const outcome = await runLoad(server, entry.size, deflate, opts, where);
             entry.runs[server.spec.name].push(outcome);
             const label = `${variant} ${sizeLabel(entry.size)} ${server.spec.name}`;
             const shown = outcome.ok
-              ? `${formatRate(outcome.msgs_per_s)} msg/s (server ${formatPct(outcome.server_cpu_pct)}, ` +
-                `generator ${formatPct(outcome.gen_cpu_pct)}, other ${formatPct(otherLoadPct(outcome))})`
+              ? `${formatRate(outcome.msgs_per_s)} msg/s (server ${formatPct(serverCpuPct(outcome))}, ` +
+                `generator ${formatPct(outcome.gen_cpu_pct)}, other ${formatPct(otherLoadPct(outcome))}` +
+                `${(outcome.steal_pct ?? 0) >= 1 ? `, stolen ${formatPct(outcome.steal_pct!)}` : ""})`
               : `error: ${outcome.error}`;
-            console.log(`  round ${round + 1}/${opts.rounds}  ${label.padEnd(28)} ${shown}`);
+            console.log(`  round ${round + 1}/${opts.rounds}  ${label.padEnd(32)} ${shown}`);
             // Let the server finish closing the previous connections before the next run.
             await sleep(200);
           }
@@ -590,41 +759,14 @@ async function main(): Promise<number> {
     }
   }
 
-  const header = [
-    "message",
-    `${ours.name} msg/s`,
-    `${theirs.name} msg/s`,
-    "ratio",
-    "per CPU-s",
-    "server CPU",
-    "generator CPU",
-    "echoes/read",
-    "spread",
-  ];
-  const rows = [header];
   const warnings: string[] = [];
   let failed = false;
   const summaries = results.map((result) => {
-    const a = summarize(result.runs[ours.name]);
-    const b = summarize(result.runs[theirs.name]);
     const label = `${sizeLabel(result.size)} text${result.variant === "deflate" ? " + deflate" : ""}`;
-    const ratio = a.msgsPerS / b.msgsPerS;
-    const cpuRatio = a.msgsPerServerCpuS / b.msgsPerServerCpuS;
-    rows.push([
-      label,
-      formatRate(a.msgsPerS),
-      formatRate(b.msgsPerS),
-      Number.isFinite(ratio) ? ratio.toFixed(2) : "-",
-      Number.isFinite(cpuRatio) ? cpuRatio.toFixed(2) : "-",
-      `${formatPct(a.serverCpuPct)} / ${formatPct(b.serverCpuPct)}`,
-      formatPct(Math.max(a.generatorCpuPct, b.generatorCpuPct)),
-      `${formatBatch(a.echoesPerRead)} / ${formatBatch(b.echoesPerRead)}`,
-      `${formatPct(a.spreadPct)} / ${formatPct(b.spreadPct)}`,
-    ]);
-    for (const [name, summary] of [
-      [ours.name, a],
-      [theirs.name, b],
-    ] as const) {
+    const byServer: Record<string, Summary> = {};
+    for (const [name, runs] of Object.entries(result.runs)) {
+      const summary = summarize(runs);
+      byServer[name] = summary;
       for (const error of summary.errors) {
         failed = true;
         warnings.push(`${label}, ${name}: ${error}`);
@@ -642,6 +784,13 @@ async function main(): Promise<number> {
             "msg/s is noisy there, the per CPU-s ratio less so",
         );
       }
+      if (summary.stolenRuns > 0) {
+        warnings.push(
+          `${label}, ${name}: in ${summary.stolenRuns} of ${opts.rounds} run(s) the hypervisor ` +
+            `took over ${STEAL_WARN_PCT}% of a core away from this machine (steal time); ` +
+            "msg/s is noisy there, the per CPU-s ratio less so",
+        );
+      }
       if (summary.serverCpuPct < SERVER_CPU_WARN_PCT) {
         warnings.push(
           `${label}, ${name}: the server used only ${formatPct(summary.serverCpuPct)} of a core; ` +
@@ -649,11 +798,56 @@ async function main(): Promise<number> {
         );
       }
     }
-    return { ...result, summary: { [ours.name]: a, [theirs.name]: b, ratio, cpuRatio } };
+    const rate = (name: string) => byServer[name]?.msgsPerS ?? Number.NaN;
+    const perCpu = (name: string) => byServer[name]?.msgsPerServerCpuS ?? Number.NaN;
+    const ratios = {
+      ratio: rate(ours.name) / rate(theirs.name),
+      cpuRatio: perCpu(ours.name) / perCpu(theirs.name),
+      workerMain: rate("service worker") / rate("service main"),
+      workerMainPerCpu: perCpu("service worker") / perCpu("service main"),
+      processMain: rate("service process") / rate("service main"),
+      mainWs: rate("service main") / rate(theirs.name),
+      mainPlain: rate("service main") / rate(ours.name),
+    };
+    if (ratios.workerMain < WORKER_TARGET_RATIO) {
+      warnings.push(
+        `${label}: a worker-isolated service echoed ${formatRatio(ratios.workerMain)} x what the ` +
+          `same service did on the I/O thread; the target is ${WORKER_TARGET_RATIO.toFixed(2)} or more`,
+      );
+    }
+    return { ...result, label, summary: byServer, ratios };
   });
 
   const elapsedS = (Date.now() - started) / 1000;
-  console.log(`\n${table(rows)}\n`);
+  const headToHead = [
+    [
+      "message",
+      `${ours.name} msg/s`,
+      `${theirs.name} msg/s`,
+      "ratio",
+      "per CPU-s",
+      "server CPU",
+      "generator CPU",
+      "echoes/read",
+      "spread",
+    ],
+  ];
+  for (const { label, summary, ratios } of summaries) {
+    const a = summary[ours.name];
+    const b = summary[theirs.name];
+    headToHead.push([
+      label,
+      formatRate(a.msgsPerS),
+      formatRate(b.msgsPerS),
+      formatRatio(ratios.ratio),
+      formatRatio(ratios.cpuRatio),
+      `${formatPct(a.serverCpuPct)} / ${formatPct(b.serverCpuPct)}`,
+      formatPct(Math.max(a.generatorCpuPct, b.generatorCpuPct)),
+      `${formatBatch(a.echoesPerRead)} / ${formatBatch(b.echoesPerRead)}`,
+      `${formatPct(a.spreadPct)} / ${formatPct(b.spreadPct)}`,
+    ]);
+  }
+  console.log(`\n${table(headToHead)}\n`);
   console.log(
     "ratio: median msg/s of the first server / the second (above 1: the first is faster)\n" +
       "per CPU-s: the same ratio for messages per CPU-second of the server (less sensitive to other load)\n" +
@@ -661,6 +855,48 @@ async function main(): Promise<number> {
       "echoes/read: messages per read() of the generator, i.e. how many echoes a server packs per write\n" +
       "spread: (max - min) / median msg/s across rounds, first / second server",
   );
+
+  const isolationCases = summaries.filter((s) => s.variant === "plain");
+  if (services.length > 0 && isolationCases.length > 0) {
+    const modes = opts.isolation;
+    const has = (mode: Isolation) => modes.includes(mode);
+    const header = ["message", ...modes.map((mode) => `${mode} msg/s`)];
+    if (has("worker") && has("main")) header.push("worker/main", "(per CPU-s)");
+    if (has("process") && has("main")) header.push("process/main");
+    if (has("main")) header.push(`main/${theirs.name}`, `main/${ours.name}`);
+    header.push(`server CPU (${modes.join(" / ")})`, "echoes/read", "spread");
+    const rows = [header];
+    for (const { label, summary, ratios } of isolationCases) {
+      const each = modes.map((mode) => summary[`service ${mode}`]);
+      const row = [label, ...each.map((s) => formatRate(s.msgsPerS))];
+      if (has("worker") && has("main")) {
+        row.push(formatRatio(ratios.workerMain), formatRatio(ratios.workerMainPerCpu));
+      }
+      if (has("process") && has("main")) row.push(formatRatio(ratios.processMain));
+      if (has("main")) row.push(formatRatio(ratios.mainWs), formatRatio(ratios.mainPlain));
+      row.push(
+        each.map((s) => formatPct(s.serverCpuPct)).join(" / "),
+        each.map((s) => formatBatch(s.echoesPerRead)).join(" / "),
+        each.map((s) => formatPct(s.spreadPct)).join(" / "),
+      );
+      rows.push(row);
+    }
+    console.log(
+      `\nisolation: the echo as a service (bench/services/echo.ts) on the service server\n`,
+    );
+    console.log(`${table(rows)}\n`);
+    console.log(
+      `worker/main: msg/s of the service in a worker thread / on the I/O thread: the cost of the ` +
+        `boundary (target: ${WORKER_TARGET_RATIO.toFixed(2)} or more)\n` +
+        "(per CPU-s): the same ratio for messages per CPU-second of the server, all its threads\n" +
+        "process/main: the same for a service in a child process (IPC and serialization)\n" +
+        `main/${theirs.name}: the service on the I/O thread against ws (the lead Switchboard keeps ` +
+        "with the service layer on top)\n" +
+        `main/${ours.name}: the service on the I/O thread against the plain server: the cost of ` +
+        "the service layer itself\n" +
+        "server CPU: % of one core, all threads and child processes of the server included",
+    );
+  }
   for (const warning of warnings) console.log(`warning: ${warning}`);
 
   mkdirSync(resultsDir, { recursive: true });
@@ -678,7 +914,7 @@ async function main(): Promise<number> {
     placement: where.note,
     background_load_pct: backgroundPct,
     loadgen_built: statSync(loadgenBinary).mtime.toISOString(),
-    servers: [ours, theirs],
+    servers: specs,
     options: opts,
     cases: summaries,
   };

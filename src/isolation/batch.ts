@@ -192,6 +192,8 @@ export class BatchWriter {
   private payloadBytes = 0;
   private count = 0;
   private seq = 0;
+  /** Capacity to start the next batch with: what the last one needed, so it rarely grows. */
+  private nextSize = INITIAL_BUFFER;
 
   constructor(private readonly pack: boolean) {}
 
@@ -213,7 +215,7 @@ export class BatchWriter {
 
   /** Starts the packed stream; records added before it get their place markers first. */
   private startStream(): void {
-    this.reserve(INITIAL_BUFFER);
+    this.reserve(this.nextSize);
     for (let i = 0; i < this.records.length; i++) this.header(TAG_COLD, 0, 0, 0, 0);
   }
 
@@ -306,7 +308,9 @@ export class BatchWriter {
     if (this.buffer !== null && needed <= this.buffer.length) return;
     let size = this.buffer === null ? INITIAL_BUFFER : this.buffer.length * 2;
     while (size < needed) size *= 2;
-    // A fresh ArrayBuffer of its own, never a slice of Buffer's shared pool.
+    // An ArrayBuffer of its own (never a slice of Buffer's shared pool, so it can be
+    // transferred), zero-filled: padding and the unused tail cross the boundary too, and must
+    // not carry leftovers of other connections' data.
     const next = Buffer.from(new ArrayBuffer(size));
     if (this.buffer !== null) this.buffer.copy(next, 0, 0, this.offset);
     this.buffer = next;

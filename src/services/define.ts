@@ -71,8 +71,11 @@ export interface ServiceMessage {
   json<T = unknown>(): T;
 }
 
-/** Outgoing data: strings go as text messages, bytes as binary ones. */
-export type SendData = string | Uint8Array | ArrayBuffer;
+/**
+ * Outgoing data: strings go as text messages, bytes as binary ones, and a received message is
+ * forwarded as it came (text stays text, with no second UTF-8 check).
+ */
+export type SendData = string | Uint8Array | ArrayBuffer | ServiceMessage;
 
 export interface SendOptions {
   /** Send a string as binary or bytes as text (bytes must then be valid UTF-8). */

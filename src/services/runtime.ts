@@ -187,7 +187,8 @@ function validateTopic(topic: string): void {
 function toBytes(data: SendData): Uint8Array {
   if (data instanceof Uint8Array) return data;
   if (data instanceof ArrayBuffer) return new Uint8Array(data);
-  throw new TypeError("send() takes a string, a Uint8Array or an ArrayBuffer");
+  if (data instanceof Message) return data.bytes();
+  throw new TypeError("send() takes a string, a Uint8Array, an ArrayBuffer or a message");
 }
 
 export class ServiceRuntime {
@@ -280,7 +281,9 @@ export class ServiceRuntime {
   }
 
   commandWithPayload(head: readonly unknown[], data: SendData, options?: SendOptions): void {
-    if (typeof data === "string") {
+    if (data instanceof Message && options?.binary === undefined) {
+      this.writer.addWithPayload([...head, data.isBinary ? 1 : 0], data.bytes());
+    } else if (typeof data === "string") {
       this.writer.addWithPayload([...head, options?.binary ? 1 : 0], data);
     } else {
       const bytes = toBytes(data);
@@ -293,7 +296,10 @@ export class ServiceRuntime {
 
   /** Send and Broadcast: the hot path out. */
   commandHot(kind: number, id: number, data: SendData, options?: SendOptions): void {
-    if (typeof data === "string") {
+    if (data instanceof Message && options?.binary === undefined) {
+      // Forwarded as received: the I/O thread validated its text on arrival (RFC 6455 8.1).
+      this.writer.addHot(kind, id, data.isBinary ? 1 : 0, data.bytes());
+    } else if (typeof data === "string") {
       this.writer.addHot(kind, id, options?.binary ? 1 : 0, data);
     } else {
       const bytes = toBytes(data);
