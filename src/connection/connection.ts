@@ -13,6 +13,7 @@ import {
 import { DeflateClosedError, PerMessageDeflate } from "./deflate.js";
 import { ConnectionError } from "./errors.js";
 import { scheduleFlush } from "./flush.js";
+import type { PreparedDeflateOptions, PreparedMessage } from "./prepared.js";
 import { Sender } from "./sender.js";
 
 export { ConnectionError } from "./errors.js";
@@ -76,6 +77,8 @@ export class WebSocketConnection extends EventEmitter<WebSocketConnectionEvents>
   private readonly socket: Duplex;
   private readonly core: Protocol;
   private readonly codec: PerMessageDeflate | null;
+  /** The zlib settings a shared compression must use to match this connection's. */
+  private readonly deflateOptions: PreparedDeflateOptions;
   private readonly sender: Sender;
   private readonly closeTimeout: number;
   private readonly highWaterMark: number;
@@ -110,6 +113,10 @@ export class WebSocketConnection extends EventEmitter<WebSocketConnectionEvents>
     this.codec = options.deflate
       ? new PerMessageDeflate(options.deflate.params, options.role, options.deflate.options)
       : null;
+    this.deflateOptions = {
+      level: options.deflate?.options?.level,
+      memLevel: options.deflate?.options?.memLevel,
+    };
     this.core = new Protocol(
       {
         role: options.role,
@@ -178,6 +185,35 @@ export class WebSocketConnection extends EventEmitter<WebSocketConnectionEvents>
     this.sender.send(payload, isBinary, options?.compress ?? true);
     return true;
   }
+
+  /**
+   * Sends a message prepared once for many connections (topic fan-out): the same frame bytes,
+   * or the same compression, serve every connection that can use them; the rest (a client's
+   * masked frames, deflate with server context takeover) frame and compress the payload as
+   * send() does. Ordered with send() and sendStream(), corked with the rest of the turn, and
+   * counted in bufferedAmount. Returns false when the connection no longer accepts messages.
+   */
+  sendPrepared(prepared: PreparedMessage): boolean {
+    if (this.readyState !== "open") return false;
+    const codec = this.codec;
+    if (this.core.role === "client") {
+      // Every client frame is masked with its own key (RFC 6455 section 5.3): nothing to share.
+      this.sender.send(prepared.payload, prepared.binary, prepared.compress);
+    } else if (codec === null || !prepared.compress || prepared.payload.length < codec.threshold) {
+      this.sender.sendFrame(prepared.frame(), this.writePrepared);
+    } else if (codec.params.serverNoContextTakeover) {
+      // Each message starts from an empty window (RFC 7692 section 7.1.1.1): one compression
+      // per window size serves every such connection.
+      const frame = prepared.compressedEntry(codec.params, this.deflateOptions);
+      this.sender.sendFrame(frame, this.writePrepared);
+    } else {
+      // With context takeover the bytes depend on what this connection sent before.
+      this.sender.send(prepared.payload, prepared.binary, true);
+    }
+    return true;
+  }
+
+  private readonly writePrepared = (frame: Uint8Array): void => this.queueOutput(frame);
 
   /** Sends one message as fragments, one per chunk `source` yields (RFC 6455 section 5.4). */
   sendStream(

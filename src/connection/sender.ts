@@ -12,7 +12,9 @@ import { ConnectionError } from "./errors.js";
 type Operation =
   | { kind: "message"; data: Uint8Array; isBinary: boolean; compress: boolean }
   | { kind: "close"; code: number | undefined; reason: string }
-  | { kind: "stream"; run: () => Promise<void>; reject: (error: Error) => void };
+  | { kind: "stream"; run: () => Promise<void>; reject: (error: Error) => void }
+  | { kind: "frame"; frame: Uint8Array; write: (frame: Uint8Array) => void }
+  | { kind: "pending-frame"; frame: Promise<Uint8Array>; write: (frame: Uint8Array) => void };
 
 export class Sender {
   private readonly queue: Operation[] = [];
@@ -38,6 +40,26 @@ export class Sender {
       return;
     }
     this.queue.push({ kind: "message", data, isBinary, compress: deflate });
+    this.drain();
+  }
+
+  /**
+   * Sends a message framed ahead of time (a PreparedMessage shared between connections), in
+   * order with everything else: `frame` is its bytes, or the pending compression that yields
+   * them. `write` hands the bytes to the transport as they are. The core frames nothing here, so
+   * its state is checked the way its sendMessage() checks it: nothing once closing began.
+   */
+  sendFrame(frame: Uint8Array | Promise<Uint8Array>, write: (frame: Uint8Array) => void): void {
+    if (this.stopped) return;
+    if (frame instanceof Uint8Array) {
+      if (!this.busy && this.queue.length === 0) {
+        if (this.core.state === "open") write(frame);
+        return;
+      }
+      this.queue.push({ kind: "frame", frame, write });
+    } else {
+      this.queue.push({ kind: "pending-frame", frame, write });
+    }
     this.drain();
   }
 
@@ -102,12 +124,19 @@ export class Sender {
         this.core.sendMessage(operation.data, operation.isBinary);
         continue;
       }
+      if (operation.kind === "frame") {
+        this.queue.shift();
+        if (this.core.state === "open") operation.write(operation.frame);
+        continue;
+      }
       this.busy = true;
       this.queue.shift();
       const done =
         operation.kind === "stream"
           ? operation.run()
-          : this.writeCompressed(operation.data, operation.isBinary);
+          : operation.kind === "pending-frame"
+            ? this.writePendingFrame(operation.frame, operation.write)
+            : this.writeCompressed(operation.data, operation.isBinary);
       done.then(
         () => {
           this.busy = false;
@@ -134,6 +163,14 @@ export class Sender {
   private async writeCompressed(data: Uint8Array, isBinary: boolean): Promise<void> {
     const compressed = await this.codec!.compress(data, true);
     if (!this.stopped) this.core.sendMessage(compressed, isBinary, true);
+  }
+
+  private async writePendingFrame(
+    frame: Promise<Uint8Array>,
+    write: (frame: Uint8Array) => void,
+  ): Promise<void> {
+    const bytes = await frame;
+    if (!this.stopped && this.core.state === "open") write(bytes);
   }
 
   private async writeStream(
