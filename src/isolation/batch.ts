@@ -34,6 +34,10 @@ export const Event = {
   Snapshot: 9,
   /** [kind, upgradeRequestId]: the upgrade accepted by the hook failed later (the data is dropped). */
   UpgradeAbandoned: 10,
+  /** [kind, requestId, value]: the answer to a Subscribe or Presence command. */
+  Reply: 11,
+  /** [kind, PresenceChange] */
+  Presence: 12,
 } as const;
 
 /** Records from a runtime to the I/O thread. */
@@ -52,7 +56,7 @@ export const Command = {
   Broadcast: 6,
   /** [kind, topic, exceptClientId (0: none), isBinary 0|1, payload] */
   Publish: 7,
-  /** [kind, clientId, topic, silent 0|1] */
+  /** [kind, clientId, topic, {silent, member, since}, requestId]: answered by Reply. */
   Subscribe: 8,
   /** [kind, clientId, topic] */
   Unsubscribe: 9,
@@ -72,6 +76,8 @@ export const Command = {
   Resume: 16,
   /** [kind, ErrorInfo]: an exception nothing caught; the runtime ends right after (process). */
   Crashed: 17,
+  /** [kind, requestId, topic, countOnly 0|1]: answered by Reply (members or their count). */
+  PresenceQuery: 18,
 } as const;
 
 export type Payload = Uint8Array | readonly [offset: number, length: number];
@@ -121,7 +127,13 @@ export interface OpenInfo {
 export interface LoadedInfo {
   /** The module's `config` export as it was (validated by the I/O thread). */
   config: unknown;
-  hooks: { upgrade: boolean; message: boolean; snapshot: boolean; restore: boolean };
+  hooks: {
+    upgrade: boolean;
+    message: boolean;
+    snapshot: boolean;
+    restore: boolean;
+    presence?: boolean;
+  };
   /** Local files the module imported, itself included (what hot reload watches). */
   imports: string[];
 }

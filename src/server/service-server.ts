@@ -7,6 +7,8 @@ import {
 } from "node:http";
 import type { Duplex } from "node:stream";
 import type { WebSocketConnection } from "../connection/connection.js";
+import type { Engine } from "../engines/engine.js";
+import { MemoryEngine } from "../engines/memory.js";
 import type { OpenInfo, UpgradeRequestInfo } from "../isolation/batch.js";
 import { createMainTransport } from "../isolation/main-transport.js";
 import { createProcessTransport } from "../isolation/process-transport.js";
@@ -16,7 +18,7 @@ import { DEFAULT_SERVICE_CONFIG, type ServiceDefaults } from "../services/config
 import type { Isolation } from "../services/define.js";
 import { ServiceRouter } from "../services/router.js";
 import { ServiceHost, ServiceUnavailable } from "../services/service-host.js";
-import { LocalTopics } from "../topics/local-topics.js";
+import { TopicHub, type TopicPolicy } from "../topics/hub.js";
 import { type Logger, silentLogger } from "./logger.js";
 import { handleUpgrade, type UpgradeOptions, type Verdict } from "./upgrade.js";
 
@@ -54,6 +56,10 @@ export interface ServiceServerOptions {
   maxInFlightBytes?: number;
   /** Plain HTTP requests (not upgrades), such as static files; default 426 Upgrade Required. */
   requestHandler?: (req: IncomingMessage, res: ServerResponse) => void;
+  /** Per-topic policies (history, announce, envelope, slow consumers); first match wins. */
+  topics?: TopicPolicy[];
+  /** Where topics are shared: the in-memory engine by default. */
+  engine?: Engine;
   /** Replaces the runtime factories (tests). */
   transports?: Partial<Record<Isolation, TransportFactory>>;
 }
@@ -113,7 +119,15 @@ export async function startServiceServer(options: ServiceServerOptions): Promise
     maxMessageSize: options.maxMessageSize ?? DEFAULT_SERVICE_CONFIG.maxMessageSize,
   };
   const transports = { ...DEFAULT_TRANSPORTS, ...options.transports };
-  const topics = new LocalTopics();
+  const topics = new TopicHub({
+    engine: options.engine ?? new MemoryEngine(),
+    policies: options.topics,
+    logger,
+    onPresence: (change) => {
+      for (const serviceHost of hosts.values()) serviceHost.presenceChanged(change);
+    },
+  });
+  await topics.start();
   const hosts = new Map<string, ServiceHost>();
   const connections = new Set<WebSocketConnection>();
   const accepted = new WeakMap<IncomingMessage, Accepted>();
@@ -316,6 +330,9 @@ export async function startServiceServer(options: ServiceServerOptions): Promise
     );
     http.closeAllConnections();
     await Promise.race([listenerClosed, sleep(Math.max(0, deadline - Date.now()))]);
+    await topics.close().catch((error: unknown) => {
+      logger.warn({ err: error }, "closing the topic engine failed");
+    });
     logger.info({}, "server stopped");
   };
 

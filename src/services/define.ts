@@ -83,8 +83,42 @@ export interface SendOptions {
 }
 
 export interface SubscribeOptions {
-  /** Receives the topic's messages without being counted as a member. */
+  /** Receives the topic's messages without being listed or counted as a member. */
   silent?: boolean;
+  /** The record `ctx.presence(topic)` lists for this client (a user name, say); JSON. */
+  member?: unknown;
+  /** Replays what the client missed after this position before the live stream. */
+  since?: TopicPosition;
+}
+
+/** A place in a topic's stream: offsets increase by one per message within an epoch. */
+export interface TopicPosition {
+  epoch: string;
+  offset: number;
+}
+
+/** What a subscription found: where the stream is, and whether a gap could be filled. */
+export type SubscribeResult =
+  | { ok: true; position: TopicPosition; recovered: number }
+  | {
+      ok: false;
+      /**
+       * epoch-changed or trimmed: the missed messages are gone, resync from `position`;
+       * closed: the client left first; unavailable: the topic engine failed (logged).
+       */
+      reason: "epoch-changed" | "trimmed" | "closed" | "unavailable";
+      position: TopicPosition;
+    };
+
+export interface PresenceMember {
+  clientId: string;
+  info: unknown;
+}
+
+export interface PresenceChange {
+  type: "join" | "leave";
+  topic: string;
+  member: PresenceMember;
 }
 
 /** One connected client, as a service sees it. */
@@ -107,7 +141,8 @@ export interface Client<Data = unknown> extends AsyncIterable<ServiceMessage> {
   send(data: SendData, options?: SendOptions): void;
   /** Starts the closing handshake (RFC 6455 section 7.1.2); code 1000 when omitted. */
   close(code?: number, reason?: string): void;
-  subscribe(topic: string, options?: SubscribeOptions): void;
+  /** Resolves once subscribed (and, with `since`, once the missed messages were sent). */
+  subscribe(topic: string, options?: SubscribeOptions): Promise<SubscribeResult>;
   unsubscribe(topic: string): void;
 }
 
@@ -126,6 +161,10 @@ export interface ServiceContext<Data = unknown> {
   broadcast(data: SendData, options?: BroadcastOptions & SendOptions): void;
   /** Sends to every subscriber of a topic, in any service of this server. */
   publish(topic: string, data: SendData, options?: BroadcastOptions & SendOptions): void;
+  /** The members of a topic (silent subscribers left out), on every node. */
+  presence(topic: string): Promise<PresenceMember[]>;
+  /** How many members a topic has; cheap. */
+  presenceCount(topic: string): Promise<number>;
   readonly logger: Logger;
   /** The service's configuration, after the server's defaults were applied. */
   readonly config: Readonly<Required<Omit<ServiceConfig, "headers">>> & {
@@ -159,6 +198,8 @@ export interface ServiceHooks<Data = unknown, State = unknown> {
   ): Awaitable<void>;
   /** A protocol error on a client's connection, or an exception thrown by a hook for it. */
   error?(client: Client<Data>, error: ServiceError, ctx: ServiceContext<Data>): Awaitable<void>;
+  /** A member joined or left a topic one of this service's clients is subscribed to. */
+  presence?(change: PresenceChange, ctx: ServiceContext<Data>): Awaitable<void>;
   /** Runs once on shutdown, after the clients were closed. */
   stop?(ctx: ServiceContext<Data>): Awaitable<void>;
   /** On hot reload: the state to hand to the new instance (must be structured-cloneable). */
@@ -206,6 +247,7 @@ const HOOK_NAMES = new Set([
   "stop",
   "snapshot",
   "restore",
+  "presence",
 ]);
 
 /** True for what `defineService` returned (in any copy of this module). */

@@ -21,6 +21,8 @@ import {
   type BroadcastOptions,
   type Client,
   isServiceDefinition,
+  type PresenceChange,
+  type PresenceMember,
   type SendData,
   type SendOptions,
   type ServiceContext,
@@ -28,6 +30,7 @@ import {
   type ServiceHooks,
   type ServiceMessage,
   type SubscribeOptions,
+  type SubscribeResult,
   type UpgradeRequest,
 } from "./define.js";
 
@@ -116,10 +119,18 @@ class RuntimeClient<Data> implements Client<Data> {
     this.runtime.command([Command.Close, this.wireId, code, reason]);
   }
 
-  subscribe(topic: string, options?: SubscribeOptions): void {
+  subscribe(topic: string, options?: SubscribeOptions): Promise<SubscribeResult> {
     validateTopic(topic);
-    if (!this.open) return;
-    this.runtime.command([Command.Subscribe, this.wireId, topic, options?.silent ? 1 : 0]);
+    if (!this.open) return Promise.resolve(CLOSED);
+    const request = {
+      silent: options?.silent === true,
+      member: options?.member ?? null,
+      since: options?.since,
+    };
+    return this.runtime.request(
+      (id) => [Command.Subscribe, this.wireId, topic, request, id],
+      CLOSED,
+    ) as Promise<SubscribeResult>;
   }
 
   unsubscribe(topic: string): void {
@@ -166,6 +177,12 @@ class RuntimeClient<Data> implements Client<Data> {
   }
 }
 
+const CLOSED: SubscribeResult = {
+  ok: false,
+  reason: "closed",
+  position: { epoch: "", offset: 0 },
+};
+
 function validateClose(code: number, reason: string): void {
   // RFC 6455 section 7.4.1-7.4.2: the registered codes an application has reason to send, and
   // 3000-4999 (registered and private use).
@@ -198,6 +215,9 @@ export class ServiceRuntime {
   private readonly clients = new Map<string, RuntimeClient<unknown>>();
   private readonly byWireId = new Map<number, RuntimeClient<unknown>>();
   private readonly upgradeData = new Map<number, unknown>();
+  /** Requests waiting for a Reply, by id. */
+  private readonly requests = new Map<number, (value: unknown) => void>();
+  private nextRequest = 1;
   private lastHandled = 0;
   private flushScheduled = false;
   private stopping = false;
@@ -220,6 +240,16 @@ export class ServiceRuntime {
       },
       broadcast(data: SendData, options?: BroadcastOptions & SendOptions) {
         runtime.commandHot(Command.Broadcast, runtime.exceptId(options?.except), data, options);
+      },
+      presence(topic: string) {
+        validateTopic(topic);
+        return runtime.request((id) => [Command.PresenceQuery, id, topic, 0], []) as Promise<
+          PresenceMember[]
+        >;
+      },
+      presenceCount(topic: string) {
+        validateTopic(topic);
+        return runtime.request((id) => [Command.PresenceQuery, id, topic, 1], 0) as Promise<number>;
       },
       publish(topic: string, data: SendData, options?: BroadcastOptions & SendOptions) {
         validateTopic(topic);
@@ -261,6 +291,7 @@ export class ServiceRuntime {
         message: typeof this.hooks.message === "function",
         snapshot: typeof this.hooks.snapshot === "function",
         restore: typeof this.hooks.restore === "function",
+        presence: typeof this.hooks.presence === "function",
       },
       imports,
     };
@@ -292,6 +323,19 @@ export class ServiceRuntime {
       this.writer.addWithPayload([...head, binary ? 1 : 0], bytes);
     }
     this.scheduleFlush();
+  }
+
+  /**
+   * A command the I/O thread answers with a Reply. Never rejects: a hook that does not await
+   * it must not end the runtime with an unhandled rejection; `fallback` is what a missing
+   * answer means.
+   */
+  request(make: (id: number) => readonly unknown[], fallback: unknown): Promise<unknown> {
+    const id = this.nextRequest++;
+    return new Promise((resolve) => {
+      this.requests.set(id, (value) => resolve(value ?? fallback));
+      this.command(make(id));
+    });
   }
 
   /** Send and Broadcast: the hot path out. */
@@ -415,6 +459,28 @@ export class ServiceRuntime {
       case Event.Ping:
         this.writer.add([Command.Pong, record[1]]);
         return;
+      case Event.Reply: {
+        const resolve = this.requests.get(record[1] as number);
+        this.requests.delete(record[1] as number);
+        resolve?.(record[2]);
+        return;
+      }
+      case Event.Presence: {
+        const hook = this.hooks.presence;
+        if (hook === undefined) return;
+        const change = record[1] as PresenceChange;
+        try {
+          const result = hook(change, this.context);
+          if (isThenable(result)) {
+            result.then(undefined, (error: unknown) =>
+              this.logger.error({ hook: "presence", err: error }, "the presence hook threw"),
+            );
+          }
+        } catch (error) {
+          this.logger.error({ hook: "presence", err: error }, "the presence hook threw");
+        }
+        return;
+      }
       case Event.Start:
         void this.start(record[1] as StartInfo);
         return;

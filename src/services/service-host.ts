@@ -1,4 +1,5 @@
 import type { WebSocketConnection } from "../connection/connection.js";
+import type { PresenceChange } from "../engines/engine.js";
 import {
   type Batch,
   type BatchRecord,
@@ -18,13 +19,20 @@ import {
 } from "../isolation/batch.js";
 import type { ServiceTransport, TransportExit, TransportFactory } from "../isolation/transport.js";
 import type { Logger } from "../server/logger.js";
-import type { LocalTopics, Subscriber } from "../topics/local-topics.js";
+import type { HubSubscriber, OutgoingMessage, TopicHub } from "../topics/hub.js";
 import {
   type ResolvedServiceConfig,
   resolveServiceConfig,
   type ServiceDefaults,
 } from "./config.js";
 import type { Isolation } from "./define.js";
+
+/** What a service's subscribe sends across (define.ts SubscribeOptions, cloneable). */
+interface SubscribeRequest {
+  silent: boolean;
+  member: unknown;
+  since?: { epoch: string; offset: number };
+}
 
 /**
  * The I/O thread's side of one service file: starts its runtime lazily (in a worker, a child
@@ -61,7 +69,7 @@ export interface ServiceHostOptions {
   defaults: ServiceDefaults;
   logger: Logger;
   transports: Record<Isolation, TransportFactory>;
-  topics: LocalTopics;
+  topics: TopicHub;
   /** First delay before a restart; doubles after each failure up to `restartMaxDelayMs`. */
   restartDelayMs?: number;
   restartMaxDelayMs?: number;
@@ -76,7 +84,8 @@ export interface ServiceHostOptions {
   maxPendingBytes?: number;
 }
 
-interface Link extends Subscriber {
+interface Link extends HubSubscriber {
+  readonly id: number;
   readonly conn: WebSocketConnection;
   readonly info: OpenInfo;
   /** The runtime's pull-style queue for this client is full. */
@@ -481,12 +490,17 @@ export class ServiceHost {
   attach(clientId: number, conn: WebSocketConnection, info: OpenInfo): void {
     const link: Link = {
       id: clientId,
+      clientId: String(clientId),
       conn,
       info,
       pulledFull: false,
-      send: (payload, binary) => {
-        conn.send(payload, { binary });
+      get bufferedAmount() {
+        return conn.bufferedAmount;
       },
+      deliver: (message: OutgoingMessage) => {
+        conn.sendPrepared(message);
+      },
+      close: (code: number, reason: string) => conn.close(code, reason),
     };
     this.links.set(clientId, link);
     this.enqueue([Event.Open, clientId, info]);
@@ -498,6 +512,7 @@ export class ServiceHost {
     });
     conn.on("close", (code: number, reason: string) => {
       this.links.delete(clientId);
+      this.forgetTopics(link);
       this.host.topics.remove(link);
       this.enqueue([Event.Close, clientId, code, reason]);
     });
@@ -666,11 +681,37 @@ export class ServiceHost {
     switch (record[0]) {
       case Command.Publish: {
         if (!current) return;
-        this.host.topics.publish(
-          record[1] as string,
-          payloadOf(batch, record[4]),
-          record[3] === 1,
-          record[2] as number,
+        const except = record[2] as number;
+        this.host.topics
+          .publish(
+            record[1] as string,
+            // A copy: history may keep it, and a view would keep the whole batch buffer alive.
+            Buffer.from(payloadOf(batch, record[4])),
+            record[3] === 1,
+            except === 0 ? undefined : String(except),
+          )
+          .catch((error: unknown) => {
+            this.logger.error(
+              { service: this.name, topic: record[1], err: error },
+              "publish failed",
+            );
+          });
+        return;
+      }
+      case Command.PresenceQuery: {
+        if (!current) return;
+        const id = record[1] as number;
+        const topic = record[2] as string;
+        const query =
+          record[3] === 1
+            ? this.host.topics.presenceCount(topic)
+            : this.host.topics.presence(topic);
+        query.then(
+          (value) => this.enqueue([Event.Reply, id, value]),
+          (error: unknown) => {
+            this.logger.error({ service: this.name, topic, err: error }, "presence query failed");
+            this.enqueue([Event.Reply, id, null]);
+          },
         );
         return;
       }
@@ -682,14 +723,32 @@ export class ServiceHost {
       case Command.Subscribe: {
         if (!current) return;
         const link = this.links.get(record[1] as number);
-        if (link !== undefined)
-          this.host.topics.subscribe(link, record[2] as string, record[3] === 1);
+        const topic = record[2] as string;
+        const id = record[4] as number;
+        if (link === undefined) {
+          this.enqueue([Event.Reply, id, null]);
+          return;
+        }
+        this.rememberTopic(link, topic);
+        this.host.topics.subscribe(link, topic, record[3] as SubscribeRequest).then(
+          (result) => this.enqueue([Event.Reply, id, result]),
+          (error: unknown) => {
+            this.logger.error({ service: this.name, topic, err: error }, "subscribe failed");
+            this.enqueue([
+              Event.Reply,
+              id,
+              { ok: false, reason: "unavailable", position: { epoch: "", offset: 0 } },
+            ]);
+          },
+        );
         return;
       }
       case Command.Unsubscribe: {
         if (!current) return;
         const link = this.links.get(record[1] as number);
-        if (link !== undefined) this.host.topics.unsubscribe(link, record[2] as string);
+        if (link === undefined) return;
+        this.forgetTopic(link, record[2] as string);
+        this.host.topics.unsubscribe(link, record[2] as string);
         return;
       }
       case Command.Pause:
@@ -738,6 +797,43 @@ export class ServiceHost {
       case Command.Pong:
         return;
     }
+  }
+
+  // ─────────────────────────── topics ───────────────────────────
+
+  /** Topics this service's clients are subscribed to, with how many of them. */
+  private readonly topicCounts = new Map<string, number>();
+  private readonly topicsOfLink = new Map<Link, Set<string>>();
+
+  private rememberTopic(link: Link, topic: string): void {
+    let topics = this.topicsOfLink.get(link);
+    if (topics === undefined) {
+      topics = new Set();
+      this.topicsOfLink.set(link, topics);
+    }
+    if (topics.has(topic)) return;
+    topics.add(topic);
+    this.topicCounts.set(topic, (this.topicCounts.get(topic) ?? 0) + 1);
+  }
+
+  private forgetTopic(link: Link, topic: string): void {
+    const topics = this.topicsOfLink.get(link);
+    if (!topics?.delete(topic)) return;
+    if (topics.size === 0) this.topicsOfLink.delete(link);
+    const count = (this.topicCounts.get(topic) ?? 1) - 1;
+    if (count === 0) this.topicCounts.delete(topic);
+    else this.topicCounts.set(topic, count);
+  }
+
+  private forgetTopics(link: Link): void {
+    for (const topic of [...(this.topicsOfLink.get(link) ?? [])]) this.forgetTopic(link, topic);
+  }
+
+  /** A presence change, for the presence hook when a client of this service follows the topic. */
+  presenceChanged(change: PresenceChange): void {
+    if (!this.topicCounts.has(change.topic)) return;
+    if (this.instance?.loaded?.hooks.presence !== true) return;
+    this.enqueue([Event.Presence, change]);
   }
 
   // ─────────────────────────── reload ───────────────────────────

@@ -85,7 +85,13 @@ describe.each(TRANSPORTS)("$name transport", ({ name, factory }) => {
       expect(loaded).toHaveLength(1);
       const info = loaded[0]!.record[1] as { config: unknown; hooks: unknown; imports: string[] };
       expect(info.config).toEqual({ maxMessageSize: 4096, headers: ["x-trace"] });
-      expect(info.hooks).toEqual({ upgrade: true, message: true, snapshot: true, restore: true });
+      expect(info.hooks).toEqual({
+        upgrade: true,
+        message: true,
+        snapshot: true,
+        restore: true,
+        presence: false,
+      });
       // The module itself always; what it imported is checked (and why not here) below.
       expect(info.imports).toContain(FULL);
       for (const file of info.imports) {
@@ -118,7 +124,7 @@ describe.each(TRANSPORTS)("$name transport", ({ name, factory }) => {
       const { record } = await h.waitRecord(Command.Loaded);
       expect(record[1]).toMatchObject({
         config: undefined,
-        hooks: { upgrade: false, message: false, snapshot: false, restore: false },
+        hooks: { upgrade: false, message: false, snapshot: false, restore: false, presence: false },
       });
     });
 
@@ -410,8 +416,9 @@ describe.each(TRANSPORTS)("$name transport", ({ name, factory }) => {
               : record,
         );
       expect(commands).toEqual([
-        [Command.Subscribe, id, "news", 0],
-        [Command.Subscribe, id, "quiet", 1],
+        // Subscribe carries its options and a request id the I/O thread answers with Reply.
+        [Command.Subscribe, id, "news", { silent: false, member: null }, expect.any(Number)],
+        [Command.Subscribe, id, "quiet", { silent: true, member: null }, expect.any(Number)],
         [Command.Publish, "news", id, 0, [...Buffer.from("headline")]],
         [Command.Unsubscribe, id, "news"],
         [Command.Broadcast, 0, 1, [1, 2, 3]],

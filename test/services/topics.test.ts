@@ -1,0 +1,107 @@
+// Topics end to end through services: subscribe with a member record, presence queries and the
+// presence hook, publish leaving out the sender, envelopes with positions, and a reconnect that
+// resumes from its last offset with nothing lost and nothing twice.
+import { fileURLToPath } from "node:url";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { type ServiceServer, startServiceServer } from "../../src/server/service-server.js";
+import type { Isolation } from "../../src/services/define.js";
+import { client, type TestClient } from "./helpers.js";
+
+const ROOT = fileURLToPath(new URL("./fixtures/topics", import.meta.url));
+
+type Received = Record<string, unknown>;
+
+async function next(c: TestClient): Promise<Received> {
+  return JSON.parse(await c.next()) as Received;
+}
+
+/** The next `n` messages, in whatever order the hooks and presence events produced them. */
+async function take(c: TestClient, n: number): Promise<Received[]> {
+  const out: Received[] = [];
+  for (let i = 0; i < n; i++) out.push(await next(c));
+  return out;
+}
+
+function run(isolation: Isolation): void {
+  let server: ServiceServer;
+  const open: TestClient[] = [];
+  beforeAll(async () => {
+    server = await startServiceServer({
+      root: ROOT,
+      port: 0,
+      isolation,
+      topics: [{ pattern: "feed", history: { limit: 100 }, envelope: true }],
+    });
+  });
+  afterAll(async () => {
+    for (const c of open) c.ws.terminate();
+    await server.shutdown();
+  });
+  const join = async (path: string) => {
+    const c = await client(server.url(path));
+    open.push(c);
+    return c;
+  };
+
+  it("presence, publish without the sender, and resuming after a reconnect", async () => {
+    const ann = await join("/feed?name=ann");
+    const first = await take(ann, 2);
+    expect(first).toContainEqual({ type: "join", name: "ann" });
+    const subscribed = first.find((m) => m.type === "subscribed") as {
+      result: { ok: boolean; recovered: number; position: { epoch: string; offset: number } };
+    };
+    expect(subscribed.result).toMatchObject({ ok: true, recovered: 0 });
+    const { epoch, offset: start } = subscribed.result.position;
+
+    const bob = await join("/feed?name=bob");
+    expect(await next(ann)).toEqual({ type: "join", name: "bob" });
+    const bobs = await take(bob, 2);
+    expect(bobs).toContainEqual({ type: "join", name: "bob" });
+    expect(bobs.find((m) => m.type === "subscribed")).toMatchObject({ result: { ok: true } });
+
+    bob.ws.send("who");
+    expect(await next(bob)).toEqual({ type: "who", names: ["ann", "bob"], count: 2 });
+
+    // Published by bob: ann gets it in an envelope with its position, bob does not.
+    bob.ws.send("hello");
+    expect(await next(ann)).toEqual({ topic: "feed", epoch, offset: start + 1, data: "hello" });
+
+    // Ann drops; two messages go by; she comes back from the last offset she saw.
+    ann.ws.terminate();
+    expect(await next(bob)).toEqual({ type: "leave", name: "ann" });
+    bob.ws.send("while away 1");
+    bob.ws.send("while away 2");
+    bob.ws.send("who");
+    expect(await next(bob)).toEqual({ type: "who", names: ["bob"], count: 1 });
+    const since = encodeURIComponent(JSON.stringify({ epoch, offset: start + 1 }));
+    const back = await join(`/feed?name=ann&since=${since}`);
+    const resumed = await take(back, 4);
+    // The replay comes in order.
+    expect(resumed.filter((m) => m.topic === "feed")).toEqual([
+      { topic: "feed", epoch, offset: start + 2, data: "while away 1" },
+      { topic: "feed", epoch, offset: start + 3, data: "while away 2" },
+    ]);
+    expect(resumed).toContainEqual({ type: "join", name: "ann" });
+    expect(resumed.find((m) => m.type === "subscribed")).toMatchObject({
+      result: { ok: true, recovered: 2, position: { epoch, offset: start + 3 } },
+    });
+    expect(await next(bob)).toEqual({ type: "join", name: "ann" });
+    bob.ws.send("welcome back");
+    expect(await next(back)).toEqual({
+      topic: "feed",
+      epoch,
+      offset: start + 4,
+      data: "welcome back",
+    });
+    // Nothing was delivered twice, and bob never got his own messages.
+    const offsets = back.messages
+      .map((m) => JSON.parse(m) as Received)
+      .filter((m) => m.topic === "feed")
+      .map((m) => m.offset);
+    expect(offsets).toEqual([start + 2, start + 3, start + 4]);
+    expect(bob.messages.some((m) => m.includes('"topic"'))).toBe(false);
+  });
+}
+
+describe("topics through services, isolation main", () => run("main"));
+describe("topics through services, isolation worker", () => run("worker"));

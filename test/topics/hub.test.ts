@@ -1,0 +1,297 @@
+// The topic hub on the in-memory engine, with subscribers that record what they get: fan-out to
+// thousands in order, presence with silent subscribers left out, recovery joined to the live
+// stream with no loss and no duplicates, gap reporting, slow-consumer policies, and changes to
+// the subscriber set during a fan-out.
+import { afterEach, describe, expect, it } from "vitest";
+import type { PreparedMessage } from "../../src/connection/prepared.js";
+import type { PresenceChange } from "../../src/engines/engine.js";
+import { MemoryBus, MemoryEngine } from "../../src/engines/memory.js";
+import { silentLogger } from "../../src/server/logger.js";
+import { type HubSubscriber, TopicHub, type TopicPolicy } from "../../src/topics/hub.js";
+
+class FakeSubscriber implements HubSubscriber {
+  readonly received: string[] = [];
+  bufferedAmount = 0;
+  closed: { code: number; reason: string } | null = null;
+  onDeliver: ((message: PreparedMessage) => void) | null = null;
+  constructor(readonly clientId: string) {}
+  deliver(message: PreparedMessage): void {
+    this.received.push(Buffer.from(message.payload).toString());
+    this.onDeliver?.(message);
+  }
+  close(code: number, reason: string): void {
+    this.closed = { code, reason };
+  }
+}
+
+const hubs: TopicHub[] = [];
+afterEach(async () => {
+  for (const hub of hubs.splice(0)) await hub.close();
+});
+
+async function makeHub(
+  policies: TopicPolicy[] = [],
+  onPresence?: (change: PresenceChange) => void,
+  engine = new MemoryEngine(),
+): Promise<TopicHub> {
+  const hub = new TopicHub({ engine, policies, logger: silentLogger, onPresence });
+  await hub.start();
+  hubs.push(hub);
+  return hub;
+}
+
+const text = (value: string) => Buffer.from(value);
+
+describe("fan-out", () => {
+  it("delivers every message to 2,000 subscribers, in order", async () => {
+    const hub = await makeHub();
+    const subscribers = Array.from({ length: 2_000 }, (_, i) => new FakeSubscriber(`c${i}`));
+    for (const s of subscribers) await hub.subscribe(s, "news");
+    const sent = Array.from({ length: 100 }, (_, i) => `m${i}`);
+    for (const m of sent) await hub.publish("news", text(m), false);
+    for (const s of subscribers) expect(s.received).toEqual(sent);
+  });
+
+  it("frames each message once for every subscriber", async () => {
+    const hub = await makeHub();
+    const seen = new Set<PreparedMessage>();
+    const subscribers = Array.from({ length: 50 }, (_, i) => new FakeSubscriber(`c${i}`));
+    for (const s of subscribers) {
+      s.onDeliver = (message) => seen.add(message);
+      await hub.subscribe(s, "news");
+    }
+    await hub.publish("news", text("once"), false);
+    expect(seen.size).toBe(1);
+  });
+
+  it("leaves out the publishing client when asked, and other topics' subscribers", async () => {
+    const hub = await makeHub();
+    const [a, b, other] = [
+      new FakeSubscriber("a"),
+      new FakeSubscriber("b"),
+      new FakeSubscriber("o"),
+    ];
+    await hub.subscribe(a, "room");
+    await hub.subscribe(b, "room");
+    await hub.subscribe(other, "elsewhere");
+    await hub.publish("room", text("from a"), false, "a");
+    expect(a.received).toEqual([]);
+    expect(b.received).toEqual(["from a"]);
+    expect(other.received).toEqual([]);
+  });
+
+  it("stops delivering after unsubscribe and after remove", async () => {
+    const hub = await makeHub();
+    const [a, b] = [new FakeSubscriber("a"), new FakeSubscriber("b")];
+    await hub.subscribe(a, "t");
+    await hub.subscribe(b, "t");
+    await hub.subscribe(b, "u");
+    await hub.publish("t", text("1"), false);
+    hub.unsubscribe(a, "t");
+    hub.remove(b);
+    await hub.publish("t", text("2"), false);
+    await hub.publish("u", text("3"), false);
+    expect(a.received).toEqual(["1"]);
+    expect(b.received).toEqual(["1"]);
+    expect(hub.localSubscribers("t")).toBe(0);
+  });
+
+  it("is safe when subscribers subscribe, unsubscribe or leave during a fan-out", async () => {
+    const hub = await makeHub();
+    const subscribers = Array.from({ length: 10 }, (_, i) => new FakeSubscriber(`c${i}`));
+    for (const s of subscribers) await hub.subscribe(s, "t");
+    const late = new FakeSubscriber("late");
+    // c0 removes c5 and itself, c1 subscribes a newcomer, c2 unsubscribes c9.
+    subscribers[0]!.onDeliver = () => {
+      hub.remove(subscribers[5]!);
+      hub.unsubscribe(subscribers[0]!, "t");
+    };
+    subscribers[1]!.onDeliver = () => {
+      void hub.subscribe(late, "t");
+    };
+    subscribers[2]!.onDeliver = () => hub.unsubscribe(subscribers[9]!, "t");
+    await hub.publish("t", text("first"), false);
+    for (const s of subscribers) s.onDeliver = null;
+    await hub.publish("t", text("second"), false);
+    expect(subscribers[0]!.received).toEqual(["first"]);
+    expect(subscribers[5]!.received).toEqual([]);
+    expect(subscribers[9]!.received).toEqual([]);
+    expect(subscribers[3]!.received).toEqual(["first", "second"]);
+    // The newcomer starts with the next message.
+    expect(late.received).toEqual(["second"]);
+  });
+
+  it("wraps messages in an envelope with their position when the topic asks", async () => {
+    const hub = await makeHub([{ pattern: "env:*", envelope: true }]);
+    const s = new FakeSubscriber("s");
+    const { position } = await hub.subscribe(s, "env:a");
+    await hub.publish("env:a", text("hello"), false);
+    await hub.publish("env:a", Buffer.from([1, 2, 255]), true);
+    expect(s.received.map((m) => JSON.parse(m))).toEqual([
+      { topic: "env:a", epoch: position.epoch, offset: 1, data: "hello" },
+      { topic: "env:a", epoch: position.epoch, offset: 2, data64: "AQL/" },
+    ]);
+  });
+});
+
+describe("presence", () => {
+  it("lists and counts members with their records, leaves silent subscribers out", async () => {
+    const changes: PresenceChange[] = [];
+    const hub = await makeHub([], (change) => changes.push(change));
+    const [ann, bob, spy] = [
+      new FakeSubscriber("ann"),
+      new FakeSubscriber("bob"),
+      new FakeSubscriber("spy"),
+    ];
+    await hub.subscribe(ann, "room", { member: { name: "Ann" } });
+    await hub.subscribe(bob, "room", { member: { name: "Bob" } });
+    await hub.subscribe(spy, "room", { silent: true });
+    expect(await hub.presenceCount("room")).toBe(2);
+    expect(
+      (await hub.presence("room")).sort((x, y) => x.clientId.localeCompare(y.clientId)),
+    ).toEqual([
+      { clientId: "ann", info: { name: "Ann" } },
+      { clientId: "bob", info: { name: "Bob" } },
+    ]);
+    hub.remove(bob);
+    hub.unsubscribe(spy, "room");
+    await new Promise((resolve) => setImmediate(resolve));
+    expect(await hub.presenceCount("room")).toBe(1);
+    expect(changes.map((c) => `${c.type}:${c.member.clientId}`)).toEqual([
+      "join:ann",
+      "join:bob",
+      "leave:bob",
+    ]);
+  });
+
+  it("announces joins and leaves to the subscribers when the topic asks", async () => {
+    const hub = await makeHub([{ pattern: "lobby", announce: true }]);
+    const [ann, bob] = [new FakeSubscriber("ann"), new FakeSubscriber("bob")];
+    await hub.subscribe(ann, "lobby", { member: "Ann" });
+    await hub.subscribe(bob, "lobby", { member: "Bob" });
+    hub.unsubscribe(bob, "lobby");
+    await new Promise((resolve) => setImmediate(resolve));
+    expect(ann.received.map((m) => JSON.parse(m))).toEqual([
+      { topic: "lobby", presence: "join", member: { clientId: "ann", info: "Ann" } },
+      { topic: "lobby", presence: "join", member: { clientId: "bob", info: "Bob" } },
+      { topic: "lobby", presence: "leave", member: { clientId: "bob", info: "Bob" } },
+    ]);
+  });
+});
+
+describe("history and recovery", () => {
+  const policies: TopicPolicy[] = [{ pattern: "h:*", history: { limit: 100 } }];
+
+  it("replays what a reconnecting subscriber missed, then live, none lost or twice", async () => {
+    const hub = await makeHub(policies);
+    const first = new FakeSubscriber("c1");
+    const { position } = await hub.subscribe(first, "h:room");
+    for (let i = 1; i <= 5; i++) await hub.publish("h:room", text(`m${i}`), false);
+    hub.remove(first);
+    for (let i = 6; i <= 10; i++) await hub.publish("h:room", text(`m${i}`), false);
+    const again = new FakeSubscriber("c1");
+    const result = await hub.subscribe(again, "h:room", {
+      since: { epoch: position.epoch, offset: 5 },
+    });
+    expect(result).toEqual({
+      ok: true,
+      position: { epoch: position.epoch, offset: 10 },
+      recovered: 5,
+    });
+    await hub.publish("h:room", text("m11"), false);
+    expect(first.received).toEqual(["m1", "m2", "m3", "m4", "m5"]);
+    expect(again.received).toEqual(["m6", "m7", "m8", "m9", "m10", "m11"]);
+  });
+
+  it("joins a replay to messages published while it runs, with no duplicates", async () => {
+    const bus = new MemoryBus();
+    const engine = new MemoryEngine({ bus });
+    const other = new MemoryEngine({ bus });
+    const hub = await makeHub(policies, undefined, engine);
+    await other.start({ message: () => {}, presence: () => {} });
+    const watcher = new FakeSubscriber("w");
+    const { position } = await hub.subscribe(watcher, "h:busy");
+    for (let i = 1; i <= 20; i++) await hub.publish("h:busy", text(`m${i}`), false);
+    const late = new FakeSubscriber("late");
+    // Another node publishes while the subscription recovers.
+    const recovering = hub.subscribe(late, "h:busy", {
+      since: { epoch: position.epoch, offset: 3 },
+    });
+    const publishing = Promise.all(
+      Array.from({ length: 10 }, (_, i) =>
+        other.publish("h:busy", text(`m${21 + i}`), { binary: false, history: { limit: 100 } }),
+      ),
+    );
+    await Promise.all([recovering, publishing]);
+    await hub.publish("h:busy", text("m31"), false);
+    expect(late.received).toEqual(Array.from({ length: 28 }, (_, i) => `m${i + 4}`));
+    await other.close();
+  });
+
+  it("says plainly when the gap cannot be filled: trimmed, or another epoch", async () => {
+    const hub = await makeHub([{ pattern: "short", history: { limit: 3 } }]);
+    const s = new FakeSubscriber("s");
+    const { position } = await hub.subscribe(s, "short");
+    for (let i = 1; i <= 10; i++) await hub.publish("short", text(`m${i}`), false);
+    hub.remove(s);
+    const trimmed = await hub.subscribe(new FakeSubscriber("s2"), "short", {
+      since: { epoch: position.epoch, offset: 2 },
+    });
+    expect(trimmed).toEqual({
+      ok: false,
+      reason: "trimmed",
+      position: { epoch: position.epoch, offset: 10 },
+    });
+    const other = await hub.subscribe(new FakeSubscriber("s3"), "short", {
+      since: { epoch: "an-epoch-that-never-was", offset: 9 },
+    });
+    expect(other).toMatchObject({ ok: false, reason: "epoch-changed" });
+    // Within what was kept, recovery works.
+    const s4 = new FakeSubscriber("s4");
+    expect(
+      await hub.subscribe(s4, "short", { since: { epoch: position.epoch, offset: 8 } }),
+    ).toMatchObject({
+      ok: true,
+      recovered: 2,
+    });
+    expect(s4.received).toEqual(["m9", "m10"]);
+  });
+});
+
+describe("slow consumers", () => {
+  it("drops messages for a subscriber past the limit (counted), others unaffected", async () => {
+    const hub = await makeHub([
+      { pattern: "feed", slowConsumer: { maxBufferedBytes: 1_000, action: "drop" } },
+    ]);
+    const [fast, slow] = [new FakeSubscriber("fast"), new FakeSubscriber("slow")];
+    await hub.subscribe(fast, "feed");
+    await hub.subscribe(slow, "feed");
+    await hub.publish("feed", text("1"), false);
+    slow.bufferedAmount = 5_000;
+    await hub.publish("feed", text("2"), false);
+    await hub.publish("feed", text("3"), false);
+    slow.bufferedAmount = 0;
+    await hub.publish("feed", text("4"), false);
+    expect(fast.received).toEqual(["1", "2", "3", "4"]);
+    expect(slow.received).toEqual(["1", "4"]);
+    expect(slow.closed).toBeNull();
+    expect(hub.dropped("feed")).toBe(2);
+  });
+
+  it("closes a subscriber past the limit with the topic's code", async () => {
+    const hub = await makeHub([
+      {
+        pattern: "strict",
+        slowConsumer: { maxBufferedBytes: 1_000, action: "close", closeCode: 1013 },
+      },
+    ]);
+    const [fast, slow] = [new FakeSubscriber("fast"), new FakeSubscriber("slow")];
+    await hub.subscribe(fast, "strict");
+    await hub.subscribe(slow, "strict");
+    slow.bufferedAmount = 5_000;
+    await hub.publish("strict", text("x"), false);
+    expect(slow.closed).toEqual({ code: 1013, reason: "too slow for this topic" });
+    expect(slow.received).toEqual([]);
+    expect(fast.received).toEqual(["x"]);
+  });
+});
