@@ -70,6 +70,8 @@ export interface ServiceServer {
   url(path?: string): string;
   /** The host of a service file that has been started (for tests and metrics). */
   service(name: string): ServiceHost | undefined;
+  /** The topic hub (subscriber counts, dropped messages), for tests and metrics. */
+  readonly topics: TopicHub;
   /** Reloads the services that use `file` (what --watch does on a change). */
   reload(file: string): Promise<void>;
   /** Stops accepting, closes clients with 1001, runs stop hooks, ends runtimes; bounded. */
@@ -406,6 +408,7 @@ export async function startServiceServer(options: ServiceServerOptions): Promise
       return undefined;
     },
     reload: reloadUsers,
+    topics,
     shutdown() {
       if (watchTimer !== null) clearInterval(watchTimer);
       shuttingDown ??= stopAll();

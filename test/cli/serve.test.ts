@@ -112,6 +112,8 @@ function fakeServer(
         url: (path = "/") => `${wsOrigin(host, port)}${path}`,
         service: () => undefined,
         reload: async () => {},
+        // The CLI never reads the hub; a stand-in server has none.
+        topics: undefined as unknown as ServiceServer["topics"],
         shutdown: async () => {
           fake.shutdowns += 1;
           await behaviour.shutdown?.();
