@@ -1,0 +1,906 @@
+// `npm run bench:broadcast`: fan-out throughput. One publisher, 1,000 subscribers, 64-byte
+// messages: how many deliveries per second (messages received by subscribers, summed) a server
+// sustains, for Switchboard (a service in a worker thread publishing to a topic; the fan-out
+// runs on the I/O thread), for the `ws` package (a loop over the subscribers calling `send`) and
+// for uWebSockets.js (its topic publish), when the `uwebsockets` package is installed.
+//
+// Each server runs alone in its own Node process, pinned to one core; the C load generator
+// (bench/loadgen/broadcast-load.c, compiled here with the system `cc`) runs pinned to the other.
+// It keeps at most W messages outstanding (sent and not yet received by every subscriber) and
+// verifies that every subscriber receives every message exactly once and in order. Each server
+// is measured in turn, rotating which goes first, for several rounds; the tables show medians,
+// ratios and the CPU each side used. See docs/benchmarks.md for how to read the output.
+import { type ChildProcess, spawn, spawnSync } from "node:child_process";
+import { mkdirSync, readdirSync, readFileSync, statSync, writeFileSync } from "node:fs";
+import os from "node:os";
+import path from "node:path";
+import { createInterface } from "node:readline";
+import { fileURLToPath } from "node:url";
+
+const benchDir = path.dirname(fileURLToPath(import.meta.url));
+const rootDir = path.dirname(benchDir);
+const buildDir = path.join(benchDir, ".build");
+const resultsDir = path.join(benchDir, "results");
+const loadgenSource = path.join(benchDir, "loadgen", "broadcast-load.c");
+const loadgenBinary = path.join(buildDir, "broadcast-load");
+
+/** What the product asks of Switchboard's fan-out, in deliveries/s relative to each peer. */
+const TARGETS = { ws: 3, uws: 0.5 } as const;
+/** Above this share of one core the generator may itself be what limits throughput. */
+const GENERATOR_CPU_WARN_PCT = 80;
+/** Below this the server was not kept busy, so deliveries/s says little about the server. */
+const SERVER_CPU_WARN_PCT = 85;
+/** Above this, other processes competed for the CPUs during a run. */
+const OTHER_LOAD_WARN_PCT = 20;
+/** Above this, the hypervisor took the CPUs away during a run (steal time). */
+const STEAL_WARN_PCT = 10;
+const SERVER_READY_TIMEOUT_MS = 30_000;
+const SERVER_STOP_TIMEOUT_MS = 3_000;
+const CONNECT_TIMEOUT_MS = 20_000;
+const STALL_MS = 5_000;
+/** Between runs: the server closes the previous run's thousand connections. */
+const PAUSE_MS = 500;
+
+type Isolation = "main" | "worker" | "process";
+const ISOLATIONS: readonly Isolation[] = ["main", "worker", "process"];
+type Peer = "ws" | "uws";
+
+interface Options {
+  quick: boolean;
+  rounds: number;
+  warmupMs: number;
+  durationMs: number;
+  subs: number;
+  size: number;
+  window: number;
+  binary: boolean;
+  pin: boolean;
+  /** Where the Switchboard service runs; one Switchboard server per entry. */
+  isolation: Isolation[];
+  peers: Peer[];
+}
+
+interface ServerSpec {
+  /** Column label. */
+  name: string;
+  kind: "switchboard" | Peer;
+  script: string;
+  args: string[];
+}
+
+/** One line of the generator's JSON output (see broadcast-load.c). */
+interface LoadResult {
+  ok: true;
+  subs: number;
+  size: number;
+  window: number;
+  connect_s: number;
+  join_s: number;
+  probes: number;
+  duration_s: number;
+  deliveries: number;
+  deliveries_per_s: number;
+  messages: number;
+  msgs_per_s: number;
+  verified_messages: number;
+  latency_samples: number;
+  latency_p50_ms: number;
+  latency_p99_ms: number;
+  latency_max_ms: number;
+  reads: number;
+  sub_min: number;
+  sub_max: number;
+  gen_cpu_pct: number;
+  server_cpu_s: number;
+  server_cpu_pct: number;
+  server_rss_kb: number;
+  /** Busy CPU of the whole machine, in % of one core (two busy cores: 200). */
+  machine_cpu_pct: number;
+  /** The part of it spent in interrupts and softirqs: on loopback, mostly the kernel's TCP work. */
+  machine_irq_pct: number;
+  /** Busy share of the server's CPU, softirqs included (-1 when not pinned). */
+  server_core_busy_pct: number;
+  server_core_irq_pct: number;
+  /** Added here: CPU of the server's child processes (isolation "process"), % of one core. */
+  children_cpu_pct?: number;
+  /** Added here: steal time over the run, % of one core. */
+  steal_pct?: number;
+}
+
+type RunOutcome = LoadResult | { ok: false; error: string };
+
+const USAGE = `usage: npm run bench:broadcast -- [options]
+
+  --quick               short run (1 round, 300 ms warm-up, 1 s measured), under a minute
+  --rounds N            rounds; the median is reported (default 5)
+  --warmup-ms N         warm-up before each measurement (default 1000)
+  --duration-ms N       measured window per run (default 3000)
+  --subs N              subscriber connections (default 1000)
+  --size N              message size in bytes, at least 16 (default 64)
+  --window N            messages outstanding at most: sent and not yet received by every
+                        subscriber (default 32)
+  --binary              binary messages (default text)
+  --isolation A,B       where the Switchboard service runs: main, worker, process (default worker)
+  --peers A,B           servers to compare with: ws, uws, or none (default ws,uws; uws is
+                        skipped with a notice when the uwebsockets package does not load)
+  --no-pin              do not pin the server and the generator to separate cores
+  --help                this text
+`;
+
+function parseOptions(argv: string[]): Options {
+  const opts: Options = {
+    quick: false,
+    rounds: 5,
+    warmupMs: 1000,
+    durationMs: 3000,
+    subs: 1000,
+    size: 64,
+    window: 32,
+    binary: false,
+    pin: true,
+    isolation: ["worker"],
+    peers: ["ws", "uws"],
+  };
+  const explicit = new Set<string>();
+  const int = (flag: string, value: string | undefined, min: number, max: number): number => {
+    const n = Number(value);
+    if (!Number.isInteger(n) || n < min || n > max) {
+      throw new Error(`${flag} needs an integer in [${min}, ${max}], got ${value}`);
+    }
+    explicit.add(flag);
+    return n;
+  };
+  const list = <T extends string>(
+    flag: string,
+    value: string | undefined,
+    allowed: readonly T[],
+  ) => {
+    const items = value === "none" ? [] : (value ?? "").split(",");
+    for (const item of items) {
+      if (!allowed.includes(item as T)) {
+        throw new Error(`${flag} takes ${allowed.join(", ")} or none, got ${item}`);
+      }
+    }
+    return allowed.filter((item) => items.includes(item));
+  };
+  for (let i = 0; i < argv.length; i++) {
+    const arg = argv[i];
+    switch (arg) {
+      case "--quick":
+        opts.quick = true;
+        break;
+      case "--binary":
+        opts.binary = true;
+        break;
+      case "--no-pin":
+        opts.pin = false;
+        break;
+      case "--rounds":
+        opts.rounds = int(arg, argv[++i], 1, 100);
+        break;
+      case "--warmup-ms":
+        opts.warmupMs = int(arg, argv[++i], 0, 60_000);
+        break;
+      case "--duration-ms":
+        opts.durationMs = int(arg, argv[++i], 100, 120_000);
+        break;
+      case "--subs":
+        opts.subs = int(arg, argv[++i], 1, 15_000);
+        break;
+      case "--size":
+        opts.size = int(arg, argv[++i], 16, 65_535);
+        break;
+      case "--window":
+        opts.window = int(arg, argv[++i], 1, 4096);
+        break;
+      case "--isolation":
+        opts.isolation = list(arg, argv[++i], ISOLATIONS);
+        break;
+      case "--peers":
+        opts.peers = list(arg, argv[++i], ["ws", "uws"] as const);
+        break;
+      case "--help":
+      case "-h":
+        process.stdout.write(USAGE);
+        process.exit(0);
+        break;
+      default:
+        throw new Error(`unknown option ${arg}\n\n${USAGE}`);
+    }
+  }
+  if (opts.isolation.length === 0) throw new Error("--isolation needs at least one mode");
+  if (opts.quick) {
+    // Explicit flags win over the --quick defaults.
+    if (!explicit.has("--rounds")) opts.rounds = 1;
+    if (!explicit.has("--warmup-ms")) opts.warmupMs = 300;
+    if (!explicit.has("--duration-ms")) opts.durationMs = 1000;
+  }
+  return opts;
+}
+
+// ---------------------------------------------------------------- child processes
+
+const children = new Set<ChildProcess>();
+
+function track(child: ChildProcess): ChildProcess {
+  children.add(child);
+  child.once("exit", () => children.delete(child));
+  return child;
+}
+
+function killAll(): void {
+  for (const child of children) {
+    if (child.exitCode === null && child.signalCode === null) child.kill("SIGKILL");
+  }
+}
+
+process.on("exit", killAll);
+for (const signal of ["SIGINT", "SIGTERM", "SIGHUP"] as const) {
+  process.on(signal, () => {
+    process.stderr.write(`\n${signal}: stopping servers and the load generator\n`);
+    killAll();
+    process.exit(130);
+  });
+}
+
+function sleep(ms: number): Promise<void> {
+  return new Promise((resolve) => setTimeout(resolve, ms));
+}
+
+function compileLoadgen(): void {
+  mkdirSync(buildDir, { recursive: true });
+  const args = ["-O2", "-Wall", "-Wextra", "-o", loadgenBinary, loadgenSource];
+  const result = spawnSync("cc", args, { encoding: "utf8", timeout: 60_000 });
+  if (result.error || result.status !== 0) {
+    const detail = result.error ? result.error.message : result.stderr;
+    throw new Error(
+      `could not compile the load generator with \`cc ${args.join(" ")}\`:\n${detail}\n` +
+        "It needs a C compiler (Debian: apt-get install gcc).",
+    );
+  }
+  if (result.stderr.trim() !== "") process.stderr.write(result.stderr);
+}
+
+// ---------------------------------------------------------------- CPU placement and accounting
+
+/** CPUs this process may run on, from /proc/self/status (Linux). */
+function allowedCpus(): number[] {
+  try {
+    const status = readFileSync("/proc/self/status", "utf8");
+    const line = /^Cpus_allowed_list:\s*(.+)$/m.exec(status)?.[1];
+    if (!line) return [];
+    const cpus: number[] = [];
+    for (const part of line.trim().split(",")) {
+      const [lo, hi] = part.split("-").map(Number);
+      for (let cpu = lo; cpu <= (hi ?? lo); cpu++) cpus.push(cpu);
+    }
+    return cpus;
+  } catch {
+    return [];
+  }
+}
+
+interface Placement {
+  serverCpu?: number;
+  generatorCpu?: number;
+  note: string;
+}
+
+function placement(pin: boolean): Placement {
+  if (!pin) return { note: "not pinned (--no-pin)" };
+  const cpus = allowedCpus();
+  const taskset = spawnSync("taskset", ["-V"], { encoding: "utf8" });
+  if (cpus.length < 2 || taskset.error) return { note: "not pinned (needs two CPUs and taskset)" };
+  return {
+    serverCpu: cpus[0],
+    generatorCpu: cpus[1],
+    note: `server on CPU ${cpus[0]}, generator on CPU ${cpus[1]}`,
+  };
+}
+
+function procStatFields(): number[] | undefined {
+  try {
+    return readFileSync("/proc/stat", "utf8")
+      .split("\n")[0]
+      .trim()
+      .split(/\s+/)
+      .slice(1)
+      .map(Number);
+  } catch {
+    return undefined;
+  }
+}
+
+/** Busy CPU seconds of the whole machine so far (USER_HZ is 100 on Linux). */
+function machineBusyS(): number | undefined {
+  const f = procStatFields();
+  // cpu user nice system idle iowait irq softirq ...: everything but idle and iowait.
+  return f === undefined ? undefined : (f[0] + f[1] + f[2] + f[5] + f[6]) / 100;
+}
+
+/** CPU seconds the hypervisor has stolen from this machine so far. */
+function machineStealS(): number | undefined {
+  const steal = procStatFields()?.[7];
+  return steal !== undefined && Number.isFinite(steal) ? steal / 100 : undefined;
+}
+
+async function idleLoadPct(ms: number): Promise<number | undefined> {
+  const before = machineBusyS();
+  await sleep(ms);
+  const after = machineBusyS();
+  if (before === undefined || after === undefined) return undefined;
+  return ((after - before) / (ms / 1000)) * 100;
+}
+
+/**
+ * CPU seconds used so far by the running descendants of `pid` (Linux). The generator accounts
+ * for the server's own process, all its threads (a worker's work included); a service in
+ * isolation "process" runs in a child process, which only this sees.
+ */
+function descendantsCpuS(pid: number): number | undefined {
+  let entries: string[];
+  try {
+    entries = readdirSync("/proc").filter((name) => /^\d+$/.test(name));
+  } catch {
+    return undefined;
+  }
+  const kids = new Map<number, number[]>();
+  const cpu = new Map<number, number>();
+  for (const entry of entries) {
+    let stat: string;
+    try {
+      stat = readFileSync(`/proc/${entry}/stat`, "utf8");
+    } catch {
+      continue;
+    }
+    const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+    const parent = Number(fields[1]);
+    cpu.set(Number(entry), (Number(fields[11]) + Number(fields[12])) / 100);
+    const siblings = kids.get(parent);
+    if (siblings === undefined) kids.set(parent, [Number(entry)]);
+    else siblings.push(Number(entry));
+  }
+  let total = 0;
+  const queue = [...(kids.get(pid) ?? [])];
+  for (let i = 0; i < queue.length && i < 10_000; i++) {
+    total += cpu.get(queue[i]) ?? 0;
+    queue.push(...(kids.get(queue[i]) ?? []));
+  }
+  return total;
+}
+
+// ---------------------------------------------------------------- servers
+
+interface RunningServer {
+  spec: ServerSpec;
+  child: ChildProcess;
+  pid: number;
+  port: number;
+}
+
+async function startServer(spec: ServerSpec, where: Placement): Promise<RunningServer> {
+  const nodeArgs = ["--import", "tsx", spec.script, "--port", "0", ...spec.args];
+  const [command, args] =
+    where.serverCpu === undefined
+      ? [process.execPath, nodeArgs]
+      : ["taskset", ["-c", String(where.serverCpu), process.execPath, ...nodeArgs]];
+  // taskset execs node in place, so the child's pid is the server's pid for /proc accounting.
+  const child = track(spawn(command, args, { cwd: rootDir, stdio: ["ignore", "pipe", "pipe"] }));
+  const stderrTail: string[] = [];
+  createInterface({ input: child.stderr! }).on("line", (line) => {
+    stderrTail.push(line);
+    if (stderrTail.length > 20) stderrTail.shift();
+  });
+  const port = await new Promise<number>((resolve, reject) => {
+    const timer = setTimeout(() => {
+      reject(new Error(`${spec.name} printed no ws:// URL in ${SERVER_READY_TIMEOUT_MS} ms`));
+    }, SERVER_READY_TIMEOUT_MS);
+    createInterface({ input: child.stdout! }).on("line", (line) => {
+      const match = /ws:\/\/127\.0\.0\.1:(\d+)/.exec(line);
+      if (match) {
+        clearTimeout(timer);
+        resolve(Number(match[1]));
+      }
+    });
+    child.once("error", (err) => {
+      clearTimeout(timer);
+      reject(err);
+    });
+    child.once("exit", (code, signal) => {
+      clearTimeout(timer);
+      reject(
+        new Error(
+          `${spec.name} exited (${signal ?? code}) before listening:\n${stderrTail.join("\n")}`,
+        ),
+      );
+    });
+  });
+  return { spec, child, pid: child.pid!, port };
+}
+
+async function stopServer(server: RunningServer): Promise<void> {
+  const { child } = server;
+  if (child.exitCode !== null || child.signalCode !== null) return;
+  const exited = new Promise<void>((resolve) => child.once("exit", () => resolve()));
+  child.kill("SIGTERM");
+  const timer = setTimeout(() => child.kill("SIGKILL"), SERVER_STOP_TIMEOUT_MS);
+  await exited;
+  clearTimeout(timer);
+}
+
+/** Whether uWebSockets.js loads here (the package is optional), and why not. */
+function uwsAvailability(): { ok: true; version: string } | { ok: false; why: string } {
+  const probe = spawnSync(
+    process.execPath,
+    ["-e", "require('uwebsockets'); console.log(require('uwebsockets/package.json').version)"],
+    { cwd: rootDir, encoding: "utf8", timeout: 20_000 },
+  );
+  if (probe.status === 0) return { ok: true, version: probe.stdout.trim() };
+  const first = (probe.stderr || probe.error?.message || "")
+    .split("\n")
+    .find((l) => /Error/.test(l));
+  return { ok: false, why: first?.trim() ?? `exit ${probe.status}` };
+}
+
+// ---------------------------------------------------------------- load generator
+
+function runLoad(server: RunningServer, opts: Options, where: Placement): Promise<RunOutcome> {
+  const args = [
+    "--port",
+    String(server.port),
+    "--path",
+    "/topic",
+    "--publisher-query",
+    "role=publisher",
+    "--subs",
+    String(opts.subs),
+    "--size",
+    String(opts.size),
+    "--window",
+    String(opts.window),
+    "--warmup-ms",
+    String(opts.warmupMs),
+    "--duration-ms",
+    String(opts.durationMs),
+    "--connect-timeout-ms",
+    String(CONNECT_TIMEOUT_MS),
+    "--stall-ms",
+    String(STALL_MS),
+    "--server-pid",
+    String(server.pid),
+  ];
+  if (opts.binary) args.push("--binary");
+  if (where.generatorCpu !== undefined) args.push("--cpu", String(where.generatorCpu));
+  if (where.serverCpu !== undefined) args.push("--server-cpu", String(where.serverCpu));
+  const limitMs = CONNECT_TIMEOUT_MS + opts.warmupMs + opts.durationMs + 2 * STALL_MS + 5_000;
+  const childrenBefore = descendantsCpuS(server.pid);
+  const stealBefore = machineStealS();
+  const startedAt = performance.now();
+  return new Promise((resolve) => {
+    const child = track(spawn(loadgenBinary, args, { stdio: ["ignore", "pipe", "pipe"] }));
+    let stdout = "";
+    let stderr = "";
+    child.stdout!.on("data", (chunk: Buffer) => {
+      stdout += chunk.toString();
+    });
+    child.stderr!.on("data", (chunk: Buffer) => {
+      stderr += chunk.toString();
+    });
+    const timer = setTimeout(() => child.kill("SIGKILL"), limitMs);
+    child.once("error", (err) => {
+      clearTimeout(timer);
+      resolve({ ok: false, error: err.message });
+    });
+    child.once("close", (code, signal) => {
+      clearTimeout(timer);
+      const line = stdout.trim().split("\n").pop() ?? "";
+      try {
+        const parsed = JSON.parse(line) as RunOutcome;
+        const childrenAfter = descendantsCpuS(server.pid);
+        const stealAfter = machineStealS();
+        const wallS = (performance.now() - startedAt) / 1000;
+        if (parsed.ok && childrenBefore !== undefined && childrenAfter !== undefined) {
+          parsed.children_cpu_pct = Math.max(0, ((childrenAfter - childrenBefore) / wallS) * 100);
+        }
+        if (parsed.ok && stealBefore !== undefined && stealAfter !== undefined) {
+          parsed.steal_pct = Math.max(0, ((stealAfter - stealBefore) / wallS) * 100);
+        }
+        resolve(parsed);
+      } catch {
+        const why = signal === "SIGKILL" ? `killed after ${limitMs} ms` : `exit ${signal ?? code}`;
+        resolve({ ok: false, error: `load generator ${why}: ${(stderr || stdout).trim()}` });
+      }
+    });
+  });
+}
+
+// ---------------------------------------------------------------- statistics and output
+
+function median(values: number[]): number {
+  if (values.length === 0) return Number.NaN;
+  const sorted = [...values].sort((a, b) => a - b);
+  const mid = sorted.length >> 1;
+  return sorted.length % 2 ? sorted[mid] : (sorted[mid - 1] + sorted[mid]) / 2;
+}
+
+/** CPU of the server during a run, its child processes included, in % of one core. */
+function serverCpuPct(run: LoadResult): number {
+  if (run.server_cpu_pct < 0) return Number.NaN;
+  return run.server_cpu_pct + (run.children_cpu_pct ?? 0);
+}
+
+function serverCpuS(run: LoadResult): number {
+  return run.server_cpu_s + ((run.children_cpu_pct ?? 0) / 100) * run.duration_s;
+}
+
+/**
+ * CPU used during a run by processes other than the server and the generator, at least.
+ * Interrupts and softirqs are left out: on loopback they are mostly the kernel's TCP work for
+ * the two processes' sends, which the kernel may or may not also charge to the process that was
+ * running (see `server_core_busy_pct`), so this is a lower bound.
+ */
+function otherLoadPct(run: LoadResult): number {
+  if (run.machine_cpu_pct < 0 || run.server_cpu_pct < 0) return Number.NaN;
+  const irq = Math.max(0, run.machine_irq_pct);
+  return Math.max(0, run.machine_cpu_pct - irq - serverCpuPct(run) - run.gen_cpu_pct);
+}
+
+/** How busy the server's core was, kernel work included; the process's CPU when not pinned. */
+function serverCorePct(run: LoadResult): number {
+  return run.server_core_busy_pct >= 0 ? run.server_core_busy_pct : serverCpuPct(run);
+}
+
+interface Summary {
+  deliveriesPerS: number;
+  msgsPerS: number;
+  /** Deliveries per CPU-second of the server: efficiency, robust to other load. */
+  deliveriesPerServerCpuS: number;
+  latencyP50Ms: number;
+  latencyP99Ms: number;
+  serverCpuPct: number;
+  /** Busy share of the server's core, softirqs (loopback TCP) included. */
+  serverCorePct: number;
+  serverCoreIrqPct: number;
+  generatorCpuPct: number;
+  serverRssMiB: number;
+  /** (max - min) / median deliveries/s across rounds, in percent. */
+  spreadPct: number;
+  /** Deliveries per read() of the generator: how many messages the server packs per write. */
+  deliveriesPerRead: number;
+  disturbedRuns: number;
+  stolenRuns: number;
+  errors: string[];
+}
+
+function summarize(runs: RunOutcome[]): Summary {
+  const ok = runs.filter((run): run is LoadResult => run.ok);
+  const rates = ok.map((run) => run.deliveries_per_s);
+  const rate = median(rates);
+  return {
+    deliveriesPerS: rate,
+    msgsPerS: median(ok.map((run) => run.msgs_per_s)),
+    deliveriesPerServerCpuS: median(
+      ok.filter((run) => run.server_cpu_s > 0).map((run) => run.deliveries / serverCpuS(run)),
+    ),
+    latencyP50Ms: median(ok.map((run) => run.latency_p50_ms)),
+    latencyP99Ms: median(ok.map((run) => run.latency_p99_ms)),
+    serverCpuPct: median(ok.map(serverCpuPct)),
+    serverCorePct: median(ok.map(serverCorePct)),
+    serverCoreIrqPct: median(ok.map((run) => run.server_core_irq_pct)),
+    generatorCpuPct: ok.length ? Math.max(...ok.map((run) => run.gen_cpu_pct)) : Number.NaN,
+    serverRssMiB: ok.length ? Math.max(...ok.map((run) => run.server_rss_kb)) / 1024 : Number.NaN,
+    spreadPct: ok.length > 1 ? ((Math.max(...rates) - Math.min(...rates)) / rate) * 100 : 0,
+    deliveriesPerRead: median(ok.filter((run) => run.reads > 0).map((r) => r.deliveries / r.reads)),
+    disturbedRuns: ok.filter((run) => otherLoadPct(run) > OTHER_LOAD_WARN_PCT).length,
+    stolenRuns: ok.filter((run) => (run.steal_pct ?? 0) > STEAL_WARN_PCT).length,
+    errors: runs.flatMap((run) => (run.ok ? [] : [run.error])),
+  };
+}
+
+const integer = new Intl.NumberFormat("en-US", { maximumFractionDigits: 0 });
+const formatRate = (n: number) => (Number.isFinite(n) ? integer.format(n) : "error");
+const formatPct = (n: number) => (Number.isFinite(n) ? `${n.toFixed(0)}%` : "-");
+const formatRatio = (n: number) => (Number.isFinite(n) ? n.toFixed(2) : "-");
+const formatMs = (n: number) => (Number.isFinite(n) ? n.toFixed(1) : "-");
+
+function table(rows: string[][]): string {
+  const widths = rows[0].map((_, col) => Math.max(...rows.map((row) => row[col].length)));
+  const line = (row: string[]) =>
+    row.map((cell, col) => (col === 0 ? cell.padEnd(widths[col]) : cell.padStart(widths[col])));
+  const rule = widths.map((w) => "-".repeat(w));
+  return [line(rows[0]), rule, ...rows.slice(1).map(line)].map((r) => r.join("  ")).join("\n");
+}
+
+function gitDescribe(): string {
+  const rev = spawnSync("git", ["rev-parse", "--short", "HEAD"], {
+    cwd: rootDir,
+    encoding: "utf8",
+  });
+  if (rev.status !== 0) return "unknown";
+  const dirty = spawnSync("git", ["status", "--porcelain"], { cwd: rootDir, encoding: "utf8" });
+  return `${rev.stdout.trim()}${dirty.stdout.trim() ? "+dirty" : ""}`;
+}
+
+function packageVersion(name: string): string {
+  try {
+    const pkg = readFileSync(path.join(rootDir, "node_modules", name, "package.json"), "utf8");
+    return (JSON.parse(pkg) as { version: string }).version;
+  } catch {
+    return "unknown";
+  }
+}
+
+/** Whether a ratio reaches its target, by deliveries/s and by deliveries per server CPU-s. */
+function verdictOf(
+  ratio: number,
+  perCpuRatio: number,
+  target: number,
+): "met" | "missed" | "unclear" | "-" {
+  if (!Number.isFinite(ratio)) return "-";
+  const met = ratio >= target;
+  if (Number.isFinite(perCpuRatio) && perCpuRatio >= target !== met) return "unclear";
+  return met ? "met" : "missed";
+}
+
+// ---------------------------------------------------------------- main
+
+function serverSpecs(opts: Options, uws: boolean): ServerSpec[] {
+  const script = (file: string) => path.join("bench", "servers", file);
+  const specs: ServerSpec[] = opts.isolation.map((isolation) => ({
+    name: opts.isolation.length === 1 ? "switchboard" : `switchboard ${isolation}`,
+    kind: "switchboard",
+    script: script("switchboard-broadcast.ts"),
+    args: ["--isolation", isolation],
+  }));
+  if (opts.peers.includes("ws")) {
+    specs.push({ name: "ws", kind: "ws", script: script("ws-broadcast.ts"), args: [] });
+  }
+  if (opts.peers.includes("uws") && uws) {
+    specs.push({ name: "uWS", kind: "uws", script: script("uws-broadcast.ts"), args: [] });
+  }
+  return specs;
+}
+
+async function main(): Promise<number> {
+  const opts = parseOptions(process.argv.slice(2));
+  const started = Date.now();
+  compileLoadgen();
+
+  const notices: string[] = [];
+  let uwsVersion: string | undefined;
+  if (opts.peers.includes("uws")) {
+    const available = uwsAvailability();
+    if (available.ok) uwsVersion = available.version;
+    else {
+      notices.push(
+        `uWebSockets.js skipped: the uwebsockets package does not load (${available.why}); ` +
+          "install it with `npm install --no-save uwebsockets` to compare with it",
+      );
+    }
+  }
+  const specs = serverSpecs(opts, uwsVersion !== undefined);
+  const where = placement(opts.pin);
+  const backgroundPct = await idleLoadPct(1000);
+  const perRunS = (opts.warmupMs + opts.durationMs + PAUSE_MS) / 1000 + 0.6;
+  const estimateS = Math.ceil(specs.length * opts.rounds * perRunS + specs.length * 2);
+
+  console.log(
+    `broadcast over loopback: 1 publisher, ${opts.subs} subscribers, ${opts.size}-byte ` +
+      `${opts.binary ? "binary" : "text"} messages, at most ${opts.window} outstanding; ` +
+      `${opts.rounds} round(s) of ${opts.warmupMs} ms warm-up + ${opts.durationMs} ms measured`,
+  );
+  console.log(
+    `node ${process.version}, ws ${packageVersion("ws")}` +
+      `${uwsVersion ? `, uwebsockets ${uwsVersion}` : ""}, ${os.cpus()[0]?.model ?? "unknown CPU"}, ` +
+      `${os.availableParallelism()} CPUs, ${where.note}; about ${estimateS} s`,
+  );
+  console.log(`servers: ${specs.map((spec) => spec.name).join(", ")}`);
+  for (const notice of notices) console.log(`notice: ${notice}`);
+  if (backgroundPct !== undefined && backgroundPct > OTHER_LOAD_WARN_PCT) {
+    console.log(
+      `warning: before starting, other processes used ${formatPct(backgroundPct)} of a core; ` +
+        'figures will be noisy (see the "other" CPU of each run)',
+    );
+  }
+  console.log("");
+
+  const runs: Record<string, RunOutcome[]> = Object.fromEntries(specs.map((s) => [s.name, []]));
+  const servers: RunningServer[] = [];
+  try {
+    for (const spec of specs) servers.push(await startServer(spec, where));
+    for (let round = 0; round < opts.rounds; round++) {
+      // Rotate who goes first so no server always runs on a freshly warmed machine.
+      const shift = round % servers.length;
+      const order = [...servers.slice(shift), ...servers.slice(0, shift)];
+      for (const server of order) {
+        const outcome = await runLoad(server, opts, where);
+        runs[server.spec.name].push(outcome);
+        const shown = outcome.ok
+          ? `${formatRate(outcome.deliveries_per_s)} deliveries/s, ` +
+            `${formatRate(outcome.msgs_per_s)} msg/s, p50 ${formatMs(outcome.latency_p50_ms)} ms ` +
+            `(server ${formatPct(serverCpuPct(outcome))}, its core ${formatPct(serverCorePct(outcome))}, ` +
+            `generator ${formatPct(outcome.gen_cpu_pct)}, ` +
+            `other ${formatPct(otherLoadPct(outcome))}` +
+            `${(outcome.steal_pct ?? 0) >= 1 ? `, stolen ${formatPct(outcome.steal_pct!)}` : ""})`
+          : `error: ${outcome.error}`;
+        console.log(`  round ${round + 1}/${opts.rounds}  ${server.spec.name.padEnd(20)} ${shown}`);
+        await sleep(PAUSE_MS);
+      }
+    }
+  } finally {
+    await Promise.all(servers.map(stopServer));
+  }
+
+  const summaries: Record<string, Summary> = {};
+  const warnings: string[] = [];
+  let failed = false;
+  for (const spec of specs) {
+    const summary = summarize(runs[spec.name]);
+    summaries[spec.name] = summary;
+    const name = spec.name;
+    for (const error of summary.errors) {
+      failed = true;
+      warnings.push(`${name}: ${error}`);
+    }
+    if (summary.generatorCpuPct > GENERATOR_CPU_WARN_PCT) {
+      warnings.push(
+        `${name}: the generator used ${formatPct(summary.generatorCpuPct)} of a core; it may be ` +
+          "the bottleneck, so this figure understates the server",
+      );
+    }
+    if (summary.serverCorePct < SERVER_CPU_WARN_PCT) {
+      warnings.push(
+        `${name}: the server's core was busy only ${formatPct(summary.serverCorePct)} of the time ` +
+          "(its process and the kernel's network work together); something other than the " +
+          "server limited throughput",
+      );
+    }
+    if (summary.disturbedRuns > 0) {
+      warnings.push(
+        `${name}: ${summary.disturbedRuns} of ${opts.rounds} run(s) shared the machine with other ` +
+          `processes (over ${OTHER_LOAD_WARN_PCT}% of a core); the per CPU-s figure is the better guide`,
+      );
+    }
+    if (summary.stolenRuns > 0) {
+      warnings.push(
+        `${name}: in ${summary.stolenRuns} of ${opts.rounds} run(s) the hypervisor took over ` +
+          `${STEAL_WARN_PCT}% of a core away (steal time)`,
+      );
+    }
+  }
+
+  const rows = [
+    [
+      "server",
+      "deliveries/s",
+      "msg/s",
+      "per CPU-s",
+      "p50 ms",
+      "p99 ms",
+      "server CPU",
+      "core (irq)",
+      "generator CPU",
+      "RSS MiB",
+      "per read",
+      "spread",
+    ],
+  ];
+  for (const spec of specs) {
+    const s = summaries[spec.name];
+    rows.push([
+      spec.name,
+      formatRate(s.deliveriesPerS),
+      formatRate(s.msgsPerS),
+      formatRate(s.deliveriesPerServerCpuS),
+      formatMs(s.latencyP50Ms),
+      formatMs(s.latencyP99Ms),
+      formatPct(s.serverCpuPct),
+      `${formatPct(s.serverCorePct)} (${formatPct(s.serverCoreIrqPct)})`,
+      formatPct(s.generatorCpuPct),
+      Number.isFinite(s.serverRssMiB) ? s.serverRssMiB.toFixed(0) : "-",
+      Number.isFinite(s.deliveriesPerRead) ? s.deliveriesPerRead.toFixed(1) : "-",
+      formatPct(s.spreadPct),
+    ]);
+  }
+  console.log(`\n${table(rows)}\n`);
+
+  const ratios: Array<{
+    ours: string;
+    peer: string;
+    ratio: number;
+    perCpuRatio: number;
+    target: number;
+    /**
+     * "met" or "missed" when both ratios agree; "unclear" when deliveries/s and per CPU-s fall
+     * on different sides of the target (one server was held back by something else).
+     */
+    verdict: "met" | "missed" | "unclear" | "-";
+  }> = [];
+  for (const ours of specs.filter((spec) => spec.kind === "switchboard")) {
+    for (const peer of specs.filter((spec) => spec.kind !== "switchboard")) {
+      const a = summaries[ours.name];
+      const b = summaries[peer.name];
+      const ratio = a.deliveriesPerS / b.deliveriesPerS;
+      const target = TARGETS[peer.kind as Peer];
+      const perCpuRatio = a.deliveriesPerServerCpuS / b.deliveriesPerServerCpuS;
+      const verdict = verdictOf(ratio, perCpuRatio, target);
+      ratios.push({ ours: ours.name, peer: peer.name, ratio, perCpuRatio, target, verdict });
+      if (verdict === "unclear") {
+        warnings.push(
+          `${ours.name} / ${peer.name}: deliveries/s (${formatRatio(ratio)}) and per CPU-s ` +
+            `(${formatRatio(perCpuRatio)}) fall on different sides of the target ` +
+            `${target.toFixed(2)}; a server was held back by something else (see the core and ` +
+            "other CPU of each run); rerun on a quieter machine",
+        );
+      }
+    }
+  }
+  if (ratios.length > 0) {
+    const ratioRows = [["ratio", "deliveries/s", "per CPU-s", "target", ""]];
+    for (const r of ratios) {
+      ratioRows.push([
+        `${r.ours} / ${r.peer}`,
+        formatRatio(r.ratio),
+        formatRatio(r.perCpuRatio),
+        `>= ${r.target.toFixed(2)}`,
+        r.verdict,
+      ]);
+    }
+    console.log(`${table(ratioRows)}\n`);
+  }
+  console.log(
+    "deliveries/s: messages received by all subscribers together per second (median of rounds)\n" +
+      "msg/s: messages published per second that reached every subscriber\n" +
+      "per CPU-s: deliveries per CPU-second of the server, all threads (less sensitive to other load)\n" +
+      "p50/p99 ms: from the publisher's write to the delivery to the last subscriber, including the\n" +
+      `  wait in the window of ${opts.window} (so about ${opts.window} / msg/s when the server is the bottleneck)\n` +
+      "server CPU: % of one core used by the server's process, all threads and child processes\n" +
+      "core (irq): how busy the server's CPU was, and in parentheses the part in interrupts and\n" +
+      "  softirqs (the kernel's loopback TCP work, partly also counted in the process's CPU)\n" +
+      "generator CPU: highest of its runs\n" +
+      "RSS: the server's resident memory at the end of the measured window (highest of its runs)\n" +
+      "per read: deliveries per read() of the generator, i.e. how many messages a server packs per write\n" +
+      "spread: (max - min) / median deliveries/s across rounds",
+  );
+  for (const warning of warnings) console.log(`warning: ${warning}`);
+  for (const notice of notices) console.log(`notice: ${notice}`);
+
+  const elapsedS = (Date.now() - started) / 1000;
+  mkdirSync(resultsDir, { recursive: true });
+  const stamp = new Date(started).toISOString().replace(/[:.]/g, "-");
+  const file = path.join(resultsDir, `broadcast-${stamp}${opts.quick ? "-quick" : ""}.json`);
+  const report = {
+    date: new Date(started).toISOString(),
+    elapsed_s: elapsedS,
+    git: gitDescribe(),
+    node: process.version,
+    ws: packageVersion("ws"),
+    uwebsockets: uwsVersion ?? null,
+    cpu: os.cpus()[0]?.model ?? "unknown",
+    cpus: os.availableParallelism(),
+    kernel: os.release(),
+    placement: where.note,
+    background_load_pct: backgroundPct,
+    loadgen_built: statSync(loadgenBinary).mtime.toISOString(),
+    options: opts,
+    notices,
+    servers: specs,
+    summary: summaries,
+    ratios,
+    runs,
+  };
+  writeFileSync(file, `${JSON.stringify(report, null, 2)}\n`);
+  console.log(`\nfinished in ${elapsedS.toFixed(0)} s; results in ${path.relative(rootDir, file)}`);
+  return failed ? 1 : 0;
+}
+
+main().then(
+  (code) => {
+    process.exitCode = code;
+  },
+  (err: unknown) => {
+    killAll();
+    console.error(err instanceof Error ? err.message : err);
+    process.exitCode = 1;
+  },
+);

@@ -1,0 +1,89 @@
+// The uWebSockets.js side of `npm run bench:broadcast`: its App with the default WebSocket
+// behaviour, and fan-out through its own topics, which frame a message once and write it to
+// every subscriber in batches (corked). Every client but the publisher (`?role=publisher`)
+// subscribes to "bench" when it opens; each message the publisher sends goes out with
+// `app.publish("bench", message, isBinary)`.
+//
+// uWebSockets.js is not a dependency of Switchboard: the orchestrator runs this server only when
+// the `uwebsockets` package (a build of uWebSockets.js published on npm) loads, and says so
+// otherwise. It is loaded through `require` so that this file type-checks without it.
+import { createRequire } from "node:module";
+import { parseServerArgs } from "./args.js";
+
+/** The part of the uWebSockets.js API used here. */
+interface UwsWebSocket {
+  getUserData(): { publisher: boolean };
+  subscribe(topic: string): boolean;
+}
+interface UwsApp {
+  ws(
+    pattern: string,
+    behavior: {
+      upgrade(res: UwsResponse, req: UwsRequest, context: unknown): void;
+      open(ws: UwsWebSocket): void;
+      message(ws: UwsWebSocket, message: ArrayBuffer, isBinary: boolean): void;
+    },
+  ): UwsApp;
+  publish(topic: string, message: ArrayBuffer, isBinary: boolean): boolean;
+  listen(host: string, port: number, callback: (token: unknown) => void): UwsApp;
+}
+interface UwsRequest {
+  getHeader(name: string): string;
+  getQuery(key: string): string | undefined;
+}
+interface UwsResponse {
+  upgrade(
+    data: { publisher: boolean },
+    key: string,
+    protocol: string,
+    extensions: string,
+    context: unknown,
+  ): void;
+}
+interface Uws {
+  App(): UwsApp;
+  us_socket_local_port(token: unknown): number;
+}
+
+const { port } = parseServerArgs(process.argv.slice(2));
+let uws: Uws;
+try {
+  uws = createRequire(import.meta.url)("uwebsockets") as Uws;
+} catch (error) {
+  console.error(`uWebSockets.js (npm package uwebsockets) does not load: ${error}`);
+  process.exit(3);
+}
+
+const app = uws.App().ws("/*", {
+  upgrade(res, req, context) {
+    // The request object is only valid in this call: read what is needed now.
+    res.upgrade(
+      { publisher: req.getQuery("role") === "publisher" },
+      req.getHeader("sec-websocket-key"),
+      req.getHeader("sec-websocket-protocol"),
+      req.getHeader("sec-websocket-extensions"),
+      context,
+    );
+  },
+  open(ws) {
+    if (!ws.getUserData().publisher) ws.subscribe("bench");
+  },
+  message(_ws, message, isBinary) {
+    app.publish("bench", message, isBinary);
+  },
+});
+
+app.listen("127.0.0.1", port, (token) => {
+  if (!token) {
+    console.error(`uWebSockets.js could not listen on 127.0.0.1:${port}`);
+    process.exit(1);
+  }
+  console.log(
+    `uWebSockets.js broadcast server listening on ws://127.0.0.1:${uws.us_socket_local_port(token)}/topic`,
+  );
+});
+
+// Exit at once: the orchestrator stops servers between runs and open sockets need no grace.
+const stop = () => process.exit(0);
+process.on("SIGTERM", stop);
+process.on("SIGINT", stop);
