@@ -4,6 +4,7 @@ import { pathToFileURL } from "node:url";
 import { parseArgs } from "node:util";
 import { z } from "zod";
 import type { Isolation } from "../services/define.js";
+import type { TopicPolicy } from "../topics/hub.js";
 
 /**
  * Configuration of `switchboard serve`. Every setting comes from the first of these that gives
@@ -34,6 +35,8 @@ export interface SwitchboardConfig {
   maxHeapMb?: number;
   watchdogMs?: number;
   shutdownTimeoutMs?: number;
+  /** Per-topic policies (history, announce, envelope, slow consumers); first match wins. */
+  topics?: TopicPolicy[];
 }
 
 /** Types a config file: `export default defineConfig({ port: 9000 })`. Returns its argument. */
@@ -126,6 +129,33 @@ const FIELDS = {
   maxHeapMb: { schema: positiveInt, rule: "a positive integer (MiB)" },
   watchdogMs: { schema: positiveInt, rule: "a positive integer (milliseconds)" },
   shutdownTimeoutMs: { schema: positiveInt, rule: "a positive integer (milliseconds)" },
+  topics: {
+    schema: z.array(
+      z
+        .object({
+          pattern: z.string().min(1),
+          history: z
+            .object({
+              limit: z.number().int().min(0).max(Number.MAX_SAFE_INTEGER).optional(),
+              ttlMs: positiveInt.optional(),
+            })
+            .strict()
+            .optional(),
+          announce: z.boolean().optional(),
+          envelope: z.boolean().optional(),
+          slowConsumer: z
+            .object({
+              maxBufferedBytes: positiveInt,
+              action: z.enum(["drop", "close"]),
+              closeCode: z.union([z.literal(1008), z.literal(1013)]).optional(),
+            })
+            .strict()
+            .optional(),
+        })
+        .strict(),
+    ),
+    rule: "a list of { pattern, history?: { limit?, ttlMs? }, announce?, envelope?, slowConsumer?: { maxBufferedBytes, action: drop|close, closeCode?: 1008|1013 } }",
+  },
 } as const satisfies Record<keyof SwitchboardConfig, { schema: z.ZodType; rule: string }>;
 
 type Key = keyof typeof FIELDS;

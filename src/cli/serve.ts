@@ -169,6 +169,7 @@ export function serverOptions(
     "isolation",
     "maxHeapMb",
     "watchdogMs",
+    "topics",
   ] as const;
   for (const key of passed) {
     if (config[key] !== undefined) Object.assign(options, { [key]: config[key] });

@@ -244,7 +244,31 @@ describe("resolveConfig: the config file", () => {
     maxHeapMb: 256,
     watchdogMs: 5000,
     shutdownTimeoutMs: 3000,
+    topics: [
+      {
+        pattern: "room:*",
+        history: { limit: 100, ttlMs: 60_000 },
+        announce: true,
+        envelope: true,
+        slowConsumer: { maxBufferedBytes: 1_048_576, action: "close", closeCode: 1013 },
+      },
+      { pattern: "feed" },
+    ],
   };
+
+  it("rejects a topic policy with a bad entry, naming the key", async () => {
+    const failure = await resolveFail(
+      [],
+      {},
+      makeDir({
+        "switchboard.config.json": json({
+          topics: [{ pattern: "a", slowConsumer: { maxBufferedBytes: 10, action: "explode" } }],
+        }),
+      }),
+    );
+    expect(failure.message).toContain("switchboard.config.json");
+    expect(failure.message).toContain("topics");
+  });
 
   it("reads every key from switchboard.config.json", async () => {
     const cwd = makeDir({ "switchboard.config.json": json(everything) });
