@@ -66,6 +66,8 @@ interface Subscription {
   silent: boolean;
   /** Live messages held while a recovery is in flight; null once live. */
   held: TopicMessage[] | null;
+  /** More arrived than could be held: recover again before going live. */
+  overflowed: boolean;
   /** The last offset delivered (for joining a replay to the live stream). */
   epoch: string;
   offset: number;
@@ -87,6 +89,8 @@ export interface TopicHubOptions {
   engine: Engine;
   policies?: readonly TopicPolicy[];
   logger: Logger;
+  /** Live messages held per recovering subscriber before it recovers again (default 10,000). */
+  maxHeldPerSubscriber?: number;
   /** Presence changes of topics with local subscribers (the services' presence hooks). */
   onPresence?: (change: PresenceChange) => void;
 }
@@ -97,8 +101,10 @@ export class TopicHub {
   private readonly engine: Engine;
   private readonly policies: readonly TopicPolicy[];
   private readonly logger: Logger;
+  private readonly maxHeld: number;
 
   constructor(private readonly options: TopicHubOptions) {
+    this.maxHeld = options.maxHeldPerSubscriber ?? MAX_HELD;
     this.engine = options.engine;
     this.policies = options.policies ?? [];
     this.logger = options.logger;
@@ -139,6 +145,7 @@ export class TopicHub {
     const subscription: Subscription = existing ?? {
       silent: options.silent === true,
       held: options.since === undefined ? null : [],
+      overflowed: false,
       epoch: "",
       offset: 0,
     };
@@ -183,6 +190,31 @@ export class TopicHub {
       subscription.offset = recovery.position.offset;
     }
     // Join the replay to the live stream: what arrived meanwhile, minus what was replayed.
+    // When more arrived than could be held, fetch the rest from history again (bounded).
+    for (let round = 0; recovery.ok && subscription.overflowed && round < 8; round++) {
+      subscription.overflowed = false;
+      subscription.held = [];
+      const more = await this.engine.recover(topic, {
+        epoch: subscription.epoch,
+        offset: subscription.offset,
+      });
+      if (state.subscribers.get(subscriber) !== subscription) break;
+      if (!more.ok) {
+        subscription.held = null;
+        return { ok: false, reason: more.reason, position: more.position };
+      }
+      for (const message of more.messages) {
+        this.deliverTo(subscriber, subscription, state, message);
+        recovered++;
+      }
+    }
+    if (subscription.overflowed) {
+      // Still falling behind after several rounds: say so rather than skip messages silently.
+      subscription.held = null;
+      subscription.overflowed = false;
+      const position = await this.engine.position(topic);
+      return { ok: false, reason: "trimmed", position };
+    }
     const held = subscription.held ?? [];
     subscription.held = null;
     for (const message of held) this.deliverTo(subscriber, subscription, state, message);
@@ -266,7 +298,8 @@ export class TopicHub {
     for (const [subscriber, subscription] of [...state.subscribers]) {
       if (state.subscribers.get(subscriber) !== subscription) continue;
       if (subscription.held !== null) {
-        if (subscription.held.length < MAX_HELD) subscription.held.push(message);
+        if (subscription.held.length < this.maxHeld) subscription.held.push(message);
+        else subscription.overflowed = true;
         continue;
       }
       this.deliverTo(subscriber, subscription, state, message, out);

@@ -228,6 +228,51 @@ describe("history and recovery", () => {
     await other.close();
   });
 
+  it("recovers again when more arrives during a replay than can be held", async () => {
+    const bus = new MemoryBus();
+    const engine = new MemoryEngine({ bus });
+    const other = new MemoryEngine({ bus });
+    await other.start({ message: () => {}, presence: () => {} });
+    // The first recovery answers with what history held when it was asked, but late.
+    let release!: () => void;
+    const gate = new Promise<void>((resolve) => {
+      release = resolve;
+    });
+    const recover = engine.recover.bind(engine);
+    let calls = 0;
+    engine.recover = async (topic, since) => {
+      const answer = await recover(topic, since);
+      if (calls++ === 0) await gate;
+      return answer;
+    };
+    const hub = new TopicHub({
+      engine,
+      policies,
+      logger: silentLogger,
+      maxHeldPerSubscriber: 5,
+    });
+    await hub.start();
+    hubs.push(hub);
+    const watcher = new FakeSubscriber("w");
+    const { position } = await hub.subscribe(watcher, "h:flood");
+    for (let i = 1; i <= 10; i++) await hub.publish("h:flood", text(`m${i}`), false);
+    const late = new FakeSubscriber("late");
+    const subscribing = hub.subscribe(late, "h:flood", {
+      since: { epoch: position.epoch, offset: 3 },
+    });
+    await new Promise((resolve) => setImmediate(resolve));
+    for (let i = 11; i <= 30; i++) {
+      await other.publish("h:flood", text(`m${i}`), { binary: false, history: { limit: 100 } });
+    }
+    release();
+    const result = await subscribing;
+    expect(result).toMatchObject({ ok: true });
+    await hub.publish("h:flood", text("m31"), false);
+    expect(late.received).toEqual(Array.from({ length: 28 }, (_, i) => `m${i + 4}`));
+    expect(calls).toBe(2);
+    await other.close();
+  });
+
   it("says plainly when the gap cannot be filled: trimmed, or another epoch", async () => {
     const hub = await makeHub([{ pattern: "short", history: { limit: 3 } }]);
     const s = new FakeSubscriber("s");
