@@ -11,16 +11,33 @@
 // is measured in turn, rotating which goes first, for several rounds; the tables show medians,
 // ratios and the CPU each side used. See docs/benchmarks.md for how to read the output.
 import { type ChildProcess, spawn, spawnSync } from "node:child_process";
-import { mkdirSync, readdirSync, readFileSync, statSync, writeFileSync } from "node:fs";
+import { mkdirSync, statSync, writeFileSync } from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import { createInterface } from "node:readline";
-import { fileURLToPath } from "node:url";
+import {
+  benchDir,
+  buildDir,
+  compileLoadgen,
+  descendantsCpuS,
+  formatPct,
+  formatRate,
+  formatRatio,
+  gitDescribe,
+  idleLoadPct,
+  killAll,
+  machineStealS,
+  median,
+  type Placement,
+  packageVersion,
+  placement,
+  resultsDir,
+  rootDir,
+  sleep,
+  table,
+  track,
+} from "./common.js";
 
-const benchDir = path.dirname(fileURLToPath(import.meta.url));
-const rootDir = path.dirname(benchDir);
-const buildDir = path.join(benchDir, ".build");
-const resultsDir = path.join(benchDir, "results");
 const loadgenSource = path.join(benchDir, "loadgen", "broadcast-load.c");
 const loadgenBinary = path.join(buildDir, "broadcast-load");
 
@@ -220,154 +237,7 @@ function parseOptions(argv: string[]): Options {
 
 // ---------------------------------------------------------------- child processes
 
-const children = new Set<ChildProcess>();
-
-function track(child: ChildProcess): ChildProcess {
-  children.add(child);
-  child.once("exit", () => children.delete(child));
-  return child;
-}
-
-function killAll(): void {
-  for (const child of children) {
-    if (child.exitCode === null && child.signalCode === null) child.kill("SIGKILL");
-  }
-}
-
-process.on("exit", killAll);
-for (const signal of ["SIGINT", "SIGTERM", "SIGHUP"] as const) {
-  process.on(signal, () => {
-    process.stderr.write(`\n${signal}: stopping servers and the load generator\n`);
-    killAll();
-    process.exit(130);
-  });
-}
-
-function sleep(ms: number): Promise<void> {
-  return new Promise((resolve) => setTimeout(resolve, ms));
-}
-
-function compileLoadgen(): void {
-  mkdirSync(buildDir, { recursive: true });
-  const args = ["-O2", "-Wall", "-Wextra", "-o", loadgenBinary, loadgenSource];
-  const result = spawnSync("cc", args, { encoding: "utf8", timeout: 60_000 });
-  if (result.error || result.status !== 0) {
-    const detail = result.error ? result.error.message : result.stderr;
-    throw new Error(
-      `could not compile the load generator with \`cc ${args.join(" ")}\`:\n${detail}\n` +
-        "It needs a C compiler (Debian: apt-get install gcc).",
-    );
-  }
-  if (result.stderr.trim() !== "") process.stderr.write(result.stderr);
-}
-
 // ---------------------------------------------------------------- CPU placement and accounting
-
-/** CPUs this process may run on, from /proc/self/status (Linux). */
-function allowedCpus(): number[] {
-  try {
-    const status = readFileSync("/proc/self/status", "utf8");
-    const line = /^Cpus_allowed_list:\s*(.+)$/m.exec(status)?.[1];
-    if (!line) return [];
-    const cpus: number[] = [];
-    for (const part of line.trim().split(",")) {
-      const [lo, hi] = part.split("-").map(Number);
-      for (let cpu = lo; cpu <= (hi ?? lo); cpu++) cpus.push(cpu);
-    }
-    return cpus;
-  } catch {
-    return [];
-  }
-}
-
-interface Placement {
-  serverCpu?: number;
-  generatorCpu?: number;
-  note: string;
-}
-
-function placement(pin: boolean): Placement {
-  if (!pin) return { note: "not pinned (--no-pin)" };
-  const cpus = allowedCpus();
-  const taskset = spawnSync("taskset", ["-V"], { encoding: "utf8" });
-  if (cpus.length < 2 || taskset.error) return { note: "not pinned (needs two CPUs and taskset)" };
-  return {
-    serverCpu: cpus[0],
-    generatorCpu: cpus[1],
-    note: `server on CPU ${cpus[0]}, generator on CPU ${cpus[1]}`,
-  };
-}
-
-function procStatFields(): number[] | undefined {
-  try {
-    return readFileSync("/proc/stat", "utf8")
-      .split("\n")[0]
-      .trim()
-      .split(/\s+/)
-      .slice(1)
-      .map(Number);
-  } catch {
-    return undefined;
-  }
-}
-
-/** Busy CPU seconds of the whole machine so far (USER_HZ is 100 on Linux). */
-function machineBusyS(): number | undefined {
-  const f = procStatFields();
-  // cpu user nice system idle iowait irq softirq ...: everything but idle and iowait.
-  return f === undefined ? undefined : (f[0] + f[1] + f[2] + f[5] + f[6]) / 100;
-}
-
-/** CPU seconds the hypervisor has stolen from this machine so far. */
-function machineStealS(): number | undefined {
-  const steal = procStatFields()?.[7];
-  return steal !== undefined && Number.isFinite(steal) ? steal / 100 : undefined;
-}
-
-async function idleLoadPct(ms: number): Promise<number | undefined> {
-  const before = machineBusyS();
-  await sleep(ms);
-  const after = machineBusyS();
-  if (before === undefined || after === undefined) return undefined;
-  return ((after - before) / (ms / 1000)) * 100;
-}
-
-/**
- * CPU seconds used so far by the running descendants of `pid` (Linux). The generator accounts
- * for the server's own process, all its threads (a worker's work included); a service in
- * isolation "process" runs in a child process, which only this sees.
- */
-function descendantsCpuS(pid: number): number | undefined {
-  let entries: string[];
-  try {
-    entries = readdirSync("/proc").filter((name) => /^\d+$/.test(name));
-  } catch {
-    return undefined;
-  }
-  const kids = new Map<number, number[]>();
-  const cpu = new Map<number, number>();
-  for (const entry of entries) {
-    let stat: string;
-    try {
-      stat = readFileSync(`/proc/${entry}/stat`, "utf8");
-    } catch {
-      continue;
-    }
-    const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
-    const parent = Number(fields[1]);
-    cpu.set(Number(entry), (Number(fields[11]) + Number(fields[12])) / 100);
-    const siblings = kids.get(parent);
-    if (siblings === undefined) kids.set(parent, [Number(entry)]);
-    else siblings.push(Number(entry));
-  }
-  let total = 0;
-  const queue = [...(kids.get(pid) ?? [])];
-  for (let i = 0; i < queue.length && i < 10_000; i++) {
-    total += cpu.get(queue[i]) ?? 0;
-    queue.push(...(kids.get(queue[i]) ?? []));
-  }
-  return total;
-}
 
 // ---------------------------------------------------------------- servers
 
@@ -516,13 +386,6 @@ function runLoad(server: RunningServer, opts: Options, where: Placement): Promis
 
 // ---------------------------------------------------------------- statistics and output
 
-function median(values: number[]): number {
-  if (values.length === 0) return Number.NaN;
-  const sorted = [...values].sort((a, b) => a - b);
-  const mid = sorted.length >> 1;
-  return sorted.length % 2 ? sorted[mid] : (sorted[mid - 1] + sorted[mid]) / 2;
-}
-
 /** CPU of the server during a run, its child processes included, in % of one core. */
 function serverCpuPct(run: LoadResult): number {
   if (run.server_cpu_pct < 0) return Number.NaN;
@@ -597,38 +460,7 @@ function summarize(runs: RunOutcome[]): Summary {
   };
 }
 
-const integer = new Intl.NumberFormat("en-US", { maximumFractionDigits: 0 });
-const formatRate = (n: number) => (Number.isFinite(n) ? integer.format(n) : "error");
-const formatPct = (n: number) => (Number.isFinite(n) ? `${n.toFixed(0)}%` : "-");
-const formatRatio = (n: number) => (Number.isFinite(n) ? n.toFixed(2) : "-");
 const formatMs = (n: number) => (Number.isFinite(n) ? n.toFixed(1) : "-");
-
-function table(rows: string[][]): string {
-  const widths = rows[0].map((_, col) => Math.max(...rows.map((row) => row[col].length)));
-  const line = (row: string[]) =>
-    row.map((cell, col) => (col === 0 ? cell.padEnd(widths[col]) : cell.padStart(widths[col])));
-  const rule = widths.map((w) => "-".repeat(w));
-  return [line(rows[0]), rule, ...rows.slice(1).map(line)].map((r) => r.join("  ")).join("\n");
-}
-
-function gitDescribe(): string {
-  const rev = spawnSync("git", ["rev-parse", "--short", "HEAD"], {
-    cwd: rootDir,
-    encoding: "utf8",
-  });
-  if (rev.status !== 0) return "unknown";
-  const dirty = spawnSync("git", ["status", "--porcelain"], { cwd: rootDir, encoding: "utf8" });
-  return `${rev.stdout.trim()}${dirty.stdout.trim() ? "+dirty" : ""}`;
-}
-
-function packageVersion(name: string): string {
-  try {
-    const pkg = readFileSync(path.join(rootDir, "node_modules", name, "package.json"), "utf8");
-    return (JSON.parse(pkg) as { version: string }).version;
-  } catch {
-    return "unknown";
-  }
-}
 
 /** Whether a ratio reaches its target, by deliveries/s and by deliveries per server CPU-s. */
 function verdictOf(
@@ -664,7 +496,12 @@ function serverSpecs(opts: Options, uws: boolean): ServerSpec[] {
 async function main(): Promise<number> {
   const opts = parseOptions(process.argv.slice(2));
   const started = Date.now();
-  compileLoadgen();
+  compileLoadgen(
+    loadgenSource,
+    loadgenBinary,
+    [],
+    "It needs a C compiler (Debian: apt-get install gcc).",
+  );
 
   const notices: string[] = [];
   let uwsVersion: string | undefined;

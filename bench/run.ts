@@ -8,17 +8,34 @@
 // first, for several rounds; the tables show the median messages/s of each, their ratios, and
 // the CPU the processes used, so a reader can tell whether the server was the bottleneck.
 // See docs/benchmarks.md for how to read the output.
-import { type ChildProcess, spawn, spawnSync } from "node:child_process";
-import { existsSync, mkdirSync, readdirSync, readFileSync, statSync, writeFileSync } from "node:fs";
+import { type ChildProcess, spawn } from "node:child_process";
+import { existsSync, mkdirSync, statSync, writeFileSync } from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import { createInterface } from "node:readline";
-import { fileURLToPath } from "node:url";
+import {
+  benchDir,
+  buildDir,
+  compileLoadgen,
+  descendantsCpuS,
+  formatPct,
+  formatRate,
+  formatRatio,
+  gitDescribe,
+  idleLoadPct,
+  killAll,
+  machineStealS,
+  median,
+  type Placement,
+  packageVersion,
+  placement,
+  resultsDir,
+  rootDir,
+  sleep,
+  table,
+  track,
+} from "./common.js";
 
-const benchDir = path.dirname(fileURLToPath(import.meta.url));
-const rootDir = path.dirname(benchDir);
-const buildDir = path.join(benchDir, ".build");
-const resultsDir = path.join(benchDir, "results");
 const loadgenSource = path.join(benchDir, "loadgen", "echo-load.c");
 const loadgenBinary = path.join(buildDir, "echo-load");
 
@@ -220,159 +237,9 @@ function parseOptions(argv: string[]): Options {
 
 // ---------------------------------------------------------------- child processes
 
-const children = new Set<ChildProcess>();
-
-function track(child: ChildProcess): ChildProcess {
-  children.add(child);
-  child.once("exit", () => children.delete(child));
-  return child;
-}
-
-function killAll(): void {
-  for (const child of children) {
-    if (child.exitCode === null && child.signalCode === null) child.kill("SIGKILL");
-  }
-}
-
-process.on("exit", killAll);
-for (const signal of ["SIGINT", "SIGTERM", "SIGHUP"] as const) {
-  process.on(signal, () => {
-    process.stderr.write(`\n${signal}: stopping servers and the load generator\n`);
-    killAll();
-    process.exit(130);
-  });
-}
-
-function sleep(ms: number): Promise<void> {
-  return new Promise((resolve) => setTimeout(resolve, ms));
-}
-
 // ---------------------------------------------------------------- build
 
-function compileLoadgen(): void {
-  mkdirSync(buildDir, { recursive: true });
-  const args = ["-O2", "-Wall", "-Wextra", "-o", loadgenBinary, loadgenSource, "-lz"];
-  const result = spawnSync("cc", args, { encoding: "utf8", timeout: 60_000 });
-  if (result.error || result.status !== 0) {
-    const detail = result.error ? result.error.message : result.stderr;
-    throw new Error(
-      `could not compile the load generator with \`cc ${args.join(" ")}\`:\n${detail}\n` +
-        "It needs a C compiler and the zlib headers (Debian: apt-get install gcc zlib1g-dev).",
-    );
-  }
-  if (result.stderr.trim() !== "") process.stderr.write(result.stderr);
-}
-
 // ---------------------------------------------------------------- CPU placement
-
-/** CPUs this process may run on, from /proc/self/status (Linux). */
-function allowedCpus(): number[] {
-  try {
-    const status = readFileSync("/proc/self/status", "utf8");
-    const line = /^Cpus_allowed_list:\s*(.+)$/m.exec(status)?.[1];
-    if (!line) return [];
-    const cpus: number[] = [];
-    for (const part of line.trim().split(",")) {
-      const [lo, hi] = part.split("-").map(Number);
-      for (let cpu = lo; cpu <= (hi ?? lo); cpu++) cpus.push(cpu);
-    }
-    return cpus;
-  } catch {
-    return [];
-  }
-}
-
-interface Placement {
-  serverCpu?: number;
-  generatorCpu?: number;
-  note: string;
-}
-
-function placement(pin: boolean): Placement {
-  if (!pin) return { note: "not pinned (--no-pin)" };
-  const cpus = allowedCpus();
-  const taskset = spawnSync("taskset", ["-V"], { encoding: "utf8" });
-  if (cpus.length < 2 || taskset.error) {
-    return { note: "not pinned (needs two CPUs and taskset)" };
-  }
-  return {
-    serverCpu: cpus[0],
-    generatorCpu: cpus[1],
-    note: `server on CPU ${cpus[0]}, generator on CPU ${cpus[1]}`,
-  };
-}
-
-/** Busy CPU seconds of the whole machine so far, from /proc/stat; undefined off Linux. */
-function machineBusyS(): number | undefined {
-  try {
-    const fields = readFileSync("/proc/stat", "utf8").split("\n")[0].trim().split(/\s+/);
-    // cpu user nice system idle iowait irq softirq ...: everything but idle and iowait.
-    const [user, nice, system, , , irq, softirq] = fields.slice(1).map(Number);
-    return (user + nice + system + irq + softirq) / 100; // USER_HZ is 100 on Linux
-  } catch {
-    return undefined;
-  }
-}
-
-/**
- * CPU seconds used so far by the descendants of `pid` that are still running (Linux; undefined
- * elsewhere). The generator accounts for the server's own process, every thread included (so a
- * worker thread's work is in its figure); a service in isolation "process" runs in a child
- * process, whose CPU only this sees.
- */
-function descendantsCpuS(pid: number): number | undefined {
-  let entries: string[];
-  try {
-    entries = readdirSync("/proc").filter((name) => /^\d+$/.test(name));
-  } catch {
-    return undefined;
-  }
-  const children = new Map<number, number[]>();
-  const cpu = new Map<number, number>();
-  for (const entry of entries) {
-    let stat: string;
-    try {
-      stat = readFileSync(`/proc/${entry}/stat`, "utf8");
-    } catch {
-      continue; // ended meanwhile
-    }
-    // The command name may hold spaces and parentheses: the fields start after the last ")".
-    const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
-    const parent = Number(fields[1]);
-    // utime and stime are fields 14 and 15 of proc(5), in USER_HZ (100 on Linux).
-    cpu.set(Number(entry), (Number(fields[11]) + Number(fields[12])) / 100);
-    const siblings = children.get(parent);
-    if (siblings === undefined) children.set(parent, [Number(entry)]);
-    else siblings.push(Number(entry));
-  }
-  let total = 0;
-  const queue = [...(children.get(pid) ?? [])];
-  for (let i = 0; i < queue.length && i < 10_000; i++) {
-    total += cpu.get(queue[i]) ?? 0;
-    queue.push(...(children.get(queue[i]) ?? []));
-  }
-  return total;
-}
-
-/** CPU seconds the hypervisor has stolen from this machine so far, from /proc/stat. */
-function machineStealS(): number | undefined {
-  try {
-    const fields = readFileSync("/proc/stat", "utf8").split("\n")[0].trim().split(/\s+/);
-    const steal = Number(fields[8]);
-    return Number.isFinite(steal) ? steal / 100 : undefined;
-  } catch {
-    return undefined;
-  }
-}
-
-/** How much of a core other processes use right now, sampled over `ms`. */
-async function idleLoadPct(ms: number): Promise<number | undefined> {
-  const before = machineBusyS();
-  await sleep(ms);
-  const after = machineBusyS();
-  if (before === undefined || after === undefined) return undefined;
-  return ((after - before) / (ms / 1000)) * 100;
-}
 
 // ---------------------------------------------------------------- servers
 
@@ -516,13 +383,6 @@ function runLoad(
 
 // ---------------------------------------------------------------- statistics and output
 
-function median(values: number[]): number {
-  if (values.length === 0) return Number.NaN;
-  const sorted = [...values].sort((a, b) => a - b);
-  const mid = sorted.length >> 1;
-  return sorted.length % 2 ? sorted[mid] : (sorted[mid - 1] + sorted[mid]) / 2;
-}
-
 /** CPU of the server during a run, its child processes included, in % of one core. */
 function serverCpuPct(run: LoadResult): number {
   if (run.server_cpu_pct < 0) return Number.NaN;
@@ -582,16 +442,6 @@ function summarize(runs: RunOutcome[]): Summary {
   };
 }
 
-const integer = new Intl.NumberFormat("en-US", { maximumFractionDigits: 0 });
-
-function formatRate(n: number): string {
-  return Number.isFinite(n) ? integer.format(n) : "error";
-}
-
-function formatPct(n: number): string {
-  return Number.isFinite(n) ? `${n.toFixed(0)}%` : "-";
-}
-
 function formatBatch(n: number): string {
   return Number.isFinite(n) ? n.toFixed(1) : "-";
 }
@@ -599,33 +449,6 @@ function formatBatch(n: number): string {
 function sizeLabel(size: number): string {
   if (size >= 1024 && size % 1024 === 0) return `${size / 1024} KiB`;
   return `${size} B`;
-}
-
-function table(rows: string[][]): string {
-  const widths = rows[0].map((_, col) => Math.max(...rows.map((row) => row[col].length)));
-  const line = (row: string[]) =>
-    row.map((cell, col) => (col === 0 ? cell.padEnd(widths[col]) : cell.padStart(widths[col])));
-  const rule = widths.map((w) => "-".repeat(w));
-  return [line(rows[0]), rule, ...rows.slice(1).map(line)].map((r) => r.join("  ")).join("\n");
-}
-
-function gitDescribe(): string {
-  const rev = spawnSync("git", ["rev-parse", "--short", "HEAD"], {
-    cwd: rootDir,
-    encoding: "utf8",
-  });
-  if (rev.status !== 0) return "unknown";
-  const dirty = spawnSync("git", ["status", "--porcelain"], { cwd: rootDir, encoding: "utf8" });
-  return `${rev.stdout.trim()}${dirty.stdout.trim() ? "+dirty" : ""}`;
-}
-
-function wsVersion(): string {
-  try {
-    const pkg = readFileSync(path.join(rootDir, "node_modules", "ws", "package.json"), "utf8");
-    return (JSON.parse(pkg) as { version: string }).version;
-  } catch {
-    return "unknown";
-  }
 }
 
 // ---------------------------------------------------------------- main
@@ -670,10 +493,6 @@ function serverSpecs(opts: Options): {
   return { ours, theirs, services };
 }
 
-function formatRatio(n: number): string {
-  return Number.isFinite(n) ? n.toFixed(2) : "-";
-}
-
 async function main(): Promise<number> {
   const opts = parseOptions(process.argv.slice(2));
   const started = Date.now();
@@ -687,7 +506,12 @@ async function main(): Promise<number> {
     );
   }
 
-  compileLoadgen();
+  compileLoadgen(
+    loadgenSource,
+    loadgenBinary,
+    ["-lz"],
+    "It needs a C compiler and the zlib headers (Debian: apt-get install gcc zlib1g-dev).",
+  );
   const where = placement(opts.pin);
   const backgroundPct = await idleLoadPct(1000);
   const cases: Case[] = [
@@ -706,7 +530,7 @@ async function main(): Promise<number> {
       `${opts.rounds} round(s) of ${opts.warmupMs} ms warm-up + ${opts.durationMs} ms measured`,
   );
   console.log(
-    `node ${process.version}, ws ${wsVersion()}, ${os.cpus()[0]?.model ?? "unknown CPU"}, ` +
+    `node ${process.version}, ws ${packageVersion("ws")}, ${os.cpus()[0]?.model ?? "unknown CPU"}, ` +
       `${os.availableParallelism()} CPUs, ${where.note}; about ${estimateS} s`,
   );
   console.log(`servers: ${specs.map((spec) => spec.name).join(", ")}`);
@@ -907,7 +731,7 @@ async function main(): Promise<number> {
     elapsed_s: elapsedS,
     git: gitDescribe(),
     node: process.version,
-    ws: wsVersion(),
+    ws: packageVersion("ws"),
     cpu: os.cpus()[0]?.model ?? "unknown",
     cpus: os.availableParallelism(),
     kernel: os.release(),

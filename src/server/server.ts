@@ -4,7 +4,7 @@ import type { AddressInfo } from "node:net";
 import type { Duplex } from "node:stream";
 import type { WebSocketConnection } from "../connection/connection.js";
 import { CloseCode } from "../protocol/constants.js";
-import { handleUpgrade, type UpgradeOptions } from "./upgrade.js";
+import { answerUpgradeRequired, handleUpgrade, type UpgradeOptions } from "./upgrade.js";
 
 export interface ServerOptions extends UpgradeOptions {
   /** TCP port; 0 picks a free one. */
@@ -34,14 +34,7 @@ export class WebSocketServer extends EventEmitter<WebSocketServerEvents> {
         options.onRequest(req, res);
         return;
       }
-      const body = "Upgrade Required: this endpoint speaks WebSocket only\n";
-      res.writeHead(426, {
-        "Content-Type": "text/plain; charset=utf-8",
-        "Content-Length": Buffer.byteLength(body),
-        Upgrade: "websocket",
-        Connection: "Upgrade",
-      });
-      res.end(body);
+      answerUpgradeRequired(res);
     });
     this.http.on("upgrade", (req: IncomingMessage, socket: Duplex, head: Buffer) => {
       this.handleUpgrade(req, socket, head);

@@ -20,7 +20,13 @@ import { ServiceRouter } from "../services/router.js";
 import { ServiceHost, ServiceUnavailable } from "../services/service-host.js";
 import { TopicHub, type TopicPolicy } from "../topics/hub.js";
 import { type Logger, silentLogger } from "./logger.js";
-import { handleUpgrade, type UpgradeOptions, type Verdict } from "./upgrade.js";
+import {
+  answerUpgradeRequired,
+  handleUpgrade,
+  offeredProtocols,
+  type UpgradeOptions,
+  type Verdict,
+} from "./upgrade.js";
 
 /**
  * The dedicated server: one HTTP listener, many services routed by URL path from a service
@@ -185,7 +191,7 @@ export async function startServiceServer(options: ServiceServerOptions): Promise
       query: queryAt === -1 ? "" : url.slice(queryAt + 1),
       headers: flattenHeaders(req),
       remoteAddress: req.socket.remoteAddress ?? "",
-      protocols: offered(req),
+      protocols: offeredProtocols(req),
     };
     const { id, decision } = host.upgrade(request);
     const verdict = await decision;
@@ -272,14 +278,7 @@ export async function startServiceServer(options: ServiceServerOptions): Promise
       options.requestHandler(req, res);
       return;
     }
-    const body = "Switchboard: connect with a WebSocket client\n";
-    res.writeHead(426, {
-      "Content-Type": "text/plain; charset=utf-8",
-      "Content-Length": Buffer.byteLength(body),
-      Upgrade: "websocket",
-      Connection: "Upgrade",
-    });
-    res.end(body);
+    answerUpgradeRequired(res);
   });
   http.on("upgrade", onUpgrade);
   http.on("clientError", (error, socket) => {
@@ -456,15 +455,6 @@ function selectHeaders(req: IncomingMessage, names: readonly string[]): Record<s
     if (value !== undefined) out[name] = Array.isArray(value) ? value.join(", ") : value;
   }
   return out;
-}
-
-function offered(req: IncomingMessage): string[] {
-  const header = req.headers["sec-websocket-protocol"];
-  if (header === undefined) return [];
-  return header
-    .split(",")
-    .map((token) => token.trim())
-    .filter((token) => token !== "");
 }
 
 function statusText(status: number): string {

@@ -1,4 +1,4 @@
-import type { IncomingMessage } from "node:http";
+import type { IncomingMessage, ServerResponse } from "node:http";
 import type { Duplex } from "node:stream";
 import { type HeartbeatOptions, WebSocketConnection } from "../connection/connection.js";
 import { CloseCode } from "../protocol/constants.js";
@@ -213,13 +213,25 @@ async function upgrade(
 }
 
 /** The client's Sec-WebSocket-Protocol offer (the handshake already found it well formed). */
-function offeredProtocols(req: IncomingMessage): string[] {
+export function offeredProtocols(req: IncomingMessage): string[] {
   const header = req.headers["sec-websocket-protocol"];
   if (header === undefined) return [];
   return header
     .split(",")
     .map((token) => token.trim())
     .filter((token) => token !== "");
+}
+
+/** Answers a plain HTTP request on a WebSocket-only endpoint: 426 Upgrade Required. */
+export function answerUpgradeRequired(res: ServerResponse): void {
+  const body = "Upgrade Required: this endpoint speaks WebSocket only\n";
+  res.writeHead(426, {
+    "Content-Type": "text/plain; charset=utf-8",
+    "Content-Length": Buffer.byteLength(body),
+    Upgrade: "websocket",
+    Connection: "Upgrade",
+  });
+  res.end(body);
 }
 
 function abort(socket: Duplex, response: HandshakeResponse): void {

@@ -201,6 +201,21 @@ function validateTopic(topic: string): void {
   }
 }
 
+/** 1 for a binary message, 0 for text; bytes sent as text must be valid UTF-8. */
+function sendFlag(data: SendData, options: SendOptions | undefined): 0 | 1 {
+  // A received message forwarded as it came: the I/O thread validated its text on arrival
+  // (RFC 6455 section 8.1).
+  if (data instanceof Message && options?.binary === undefined) return data.isBinary ? 1 : 0;
+  if (typeof data === "string") return options?.binary ? 1 : 0;
+  const binary = options?.binary ?? true;
+  if (!binary && !isUtf8(toBytes(data))) throw new TypeError("text messages must be valid UTF-8");
+  return binary ? 1 : 0;
+}
+
+function sendPayload(data: SendData): string | Uint8Array {
+  return typeof data === "string" ? data : toBytes(data);
+}
+
 function toBytes(data: SendData): Uint8Array {
   if (data instanceof Uint8Array) return data;
   if (data instanceof ArrayBuffer) return new Uint8Array(data);
@@ -312,16 +327,7 @@ export class ServiceRuntime {
   }
 
   commandWithPayload(head: readonly unknown[], data: SendData, options?: SendOptions): void {
-    if (data instanceof Message && options?.binary === undefined) {
-      this.writer.addWithPayload([...head, data.isBinary ? 1 : 0], data.bytes());
-    } else if (typeof data === "string") {
-      this.writer.addWithPayload([...head, options?.binary ? 1 : 0], data);
-    } else {
-      const bytes = toBytes(data);
-      const binary = options?.binary ?? true;
-      if (!binary && !isUtf8(bytes)) throw new TypeError("text messages must be valid UTF-8");
-      this.writer.addWithPayload([...head, binary ? 1 : 0], bytes);
-    }
+    this.writer.addWithPayload([...head, sendFlag(data, options)], sendPayload(data));
     this.scheduleFlush();
   }
 
@@ -340,17 +346,7 @@ export class ServiceRuntime {
 
   /** Send and Broadcast: the hot path out. */
   commandHot(kind: number, id: number, data: SendData, options?: SendOptions): void {
-    if (data instanceof Message && options?.binary === undefined) {
-      // Forwarded as received: the I/O thread validated its text on arrival (RFC 6455 8.1).
-      this.writer.addHot(kind, id, data.isBinary ? 1 : 0, data.bytes());
-    } else if (typeof data === "string") {
-      this.writer.addHot(kind, id, options?.binary ? 1 : 0, data);
-    } else {
-      const bytes = toBytes(data);
-      const binary = options?.binary ?? true;
-      if (!binary && !isUtf8(bytes)) throw new TypeError("text messages must be valid UTF-8");
-      this.writer.addHot(kind, id, binary ? 1 : 0, bytes);
-    }
+    this.writer.addHot(kind, id, sendFlag(data, options), sendPayload(data));
     if (!this.flushScheduled) this.scheduleFlush();
   }
 
@@ -421,18 +417,7 @@ export class ServiceRuntime {
       this.next(client);
       return;
     }
-    if (isThenable(result)) {
-      client.busy = true;
-      result.then(
-        () => this.next(client),
-        (error: unknown) => {
-          this.hookFailed(client, "message", error);
-          this.next(client);
-        },
-      );
-      return;
-    }
-    if (client.tasks.length > 0) this.next(client);
+    this.settle(client, "message", result);
   }
 
   private dispatch(record: readonly unknown[]): void {
@@ -655,6 +640,11 @@ export class ServiceRuntime {
       this.next(client);
       return;
     }
+    this.settle(client, hook, result);
+  }
+
+  /** After a hook returned: a promise holds the client's next hooks until it settles. */
+  private settle(client: RuntimeClient<unknown>, hook: string, result: unknown): void {
     if (isThenable(result)) {
       client.busy = true;
       result.then(
