@@ -136,6 +136,8 @@ export class ServiceHost {
   private overloaded = false;
   private failures = 0;
   private restartTimer: NodeJS.Timeout | null = null;
+  /** When the scheduled restart runs (for Retry-After). */
+  private restartAt = 0;
   private watchdogTimer: NodeJS.Timeout | null = null;
   private brokenUntil = 0;
   private brokenReason = "";
@@ -413,14 +415,8 @@ export class ServiceHost {
     this.restartTimer.unref();
   }
 
-  private restartAt = 0;
   private restartRemaining(): number {
     return Math.max(0, this.restartAt - Date.now());
-  }
-
-  /** Failures in a row (reset after a run longer than the longest delay). */
-  get restartCount(): number {
-    return this.failures;
   }
 
   // ─────────────────────────── watchdog ───────────────────────────
@@ -517,15 +513,6 @@ export class ServiceHost {
       this.enqueue([Event.Close, clientId, code, reason]);
     });
     if (this.overloaded) conn.pause();
-  }
-
-  /** Closes every client (shutdown) and resolves once all of them are gone or time ran out. */
-  closeClients(code: number, reason: string): void {
-    for (const link of this.links.values()) link.conn.close(code, reason);
-  }
-
-  terminateClients(): void {
-    for (const link of this.links.values()) link.conn.terminate();
   }
 
   // ─────────────────────────── events out ───────────────────────────
