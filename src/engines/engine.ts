@@ -7,7 +7,50 @@
  * An engine knows nothing of WebSocket clients: the I/O thread's topic hub (src/topics) keeps
  * the local subscribers and fans out what the engine delivers. Delivery is at-most-once;
  * history (offsets within an epoch) is what makes recovery after a gap possible.
+ *
+ * The rules every engine keeps (the contract suite checks each):
+ *
+ * - Order: every node sees a topic's messages in offset order, the same order on every node,
+ *   and a publisher's messages in the order it published them. Nothing is promised across
+ *   topics. Offsets of a topic are assigned by the engine, one by one, with no gaps.
+ * - Interest is a flag per (node, topic), not a count: added twice and removed once leaves
+ *   none. The hub counts its local subscribers and holds the flag while there are any.
+ *   Removing interest stops delivery at once; adding it again delivers new messages only.
+ * - History follows the policy of the latest publish to the topic, and what is kept is always
+ *   the newest messages without gaps: a publish that keeps nothing empties the history, since
+ *   a replay would otherwise skip that message.
+ * - Recovery never skips: it returns every message after `since`, or says why it cannot
+ *   ("trimmed" when some are no longer kept; "epoch-changed" when `since` is not a position of
+ *   this history, an offset beyond the current one included).
+ * - Presence: a member belongs to the node that joined it last. A second join updates the info
+ *   and announces "join" again; `leave` from a node that does not hold the member is a silent
+ *   no-op (so a late leave from a client's old node cannot remove it after it moved); `close`
+ *   removes the node's members with leave events to the other nodes.
+ * - Payloads and member info are taken when the call is made: a caller reusing its buffer
+ *   cannot change what was published.
+ * - `start` comes first and once; afterwards methods reject with EngineError codes below.
  */
+
+export type EngineErrorCode =
+  | "ENGINE_NOT_STARTED"
+  | "ENGINE_ALREADY_STARTED"
+  | "ENGINE_CLOSED"
+  | "ENGINE_DUPLICATE_NODE_ID"
+  | "ENGINE_INVALID_OPTIONS"
+  | "ENGINE_INVALID_HISTORY_POLICY"
+  | "ENGINE_INVALID_MEMBER";
+
+/** What engines reject with: a stable `code`, and a message saying what was wrong. */
+export class EngineError extends Error {
+  override readonly name = "EngineError";
+  constructor(
+    readonly code: EngineErrorCode,
+    message: string,
+    options?: { cause?: unknown },
+  ) {
+    super(message, options);
+  }
+}
 
 /** A place in a topic's stream. Offsets increase by one per message within an epoch. */
 export interface StreamPosition {

@@ -1,14 +1,15 @@
 import { randomUUID } from "node:crypto";
 import { performance } from "node:perf_hooks";
-import type {
-  Engine,
-  EngineHandlers,
-  HistoryPolicy,
-  PresenceChange,
-  PresenceMember,
-  Recovery,
-  StreamPosition,
-  TopicMessage,
+import {
+  type Engine,
+  EngineError,
+  type EngineHandlers,
+  type HistoryPolicy,
+  type PresenceChange,
+  type PresenceMember,
+  type Recovery,
+  type StreamPosition,
+  type TopicMessage,
 } from "./engine.js";
 
 /**
@@ -20,7 +21,7 @@ import type {
  * private one, so it behaves as a single node. Several engines on one bus behave as several
  * nodes of one server, which is how multi-node behaviour is tested without Redis or NATS.
  *
- * Choices the interface leaves open, and what this engine does:
+ * It keeps the rules in engine.ts. Choices the interface leaves open, and what this engine does:
  *
  * - Delivery is synchronous: `publish`, `join`, `leave` and `close` call the handlers of every
  *   interested node before their promise settles. Calls made from inside a handler are queued
@@ -28,52 +29,21 @@ import type {
  *   topic's events in the order they happened (offset order for messages). A handler that
  *   throws does not stop delivery to the others; its error is rethrown from a microtask, where
  *   it surfaces as an uncaught exception, as it would from a network engine's socket callback.
- * - Interest is a flag per (node, topic), not a count: adding it twice and removing it once
- *   leaves none. The hub keeps the count of local subscribers.
+ *   Events of different topics also keep one order here, though the contract does not ask it.
  * - Streams: a topic's stream (a random epoch, offsets from 1) is created by the first
  *   `publish`, `position` or `recover`. Epoch and offset are kept for as long as the bus lives
  *   (a few dozen bytes per topic ever used); only the messages are dropped. Dropping the
  *   counters would start a new epoch and tell a client that missed nothing that it must resync.
- * - History: the policy of the latest publish governs what a stream keeps, and what is kept is
- *   always the newest messages without gaps. A publish that keeps nothing (no policy, limit 0,
- *   ttlMs 0) empties the history, since a replay would otherwise skip that message. Messages
- *   are trimmed by count at once, and by age on publish, position and recover (no timers): an
- *   expired message may stay in memory until the topic is next touched, but is never replayed.
+ * - History: a publish keeps nothing with no policy, limit 0 or ttlMs 0. Messages are trimmed
+ *   by count at once, and by age on publish, position and recover (no timers): an expired
+ *   message may stay in memory until the topic is next touched, but is never replayed.
  *   The clock is monotonic by default and belongs to the bus, like the clock of a shared store.
- * - Recovery from an offset beyond the current one is "epoch-changed": such a position cannot
- *   come from this history, so the client holds offsets of some other one and must resync.
- * - Presence: a member belongs to the node that joined it last. A second join updates the info
- *   and emits "join" again (with the new info). `leave` removes a member only if this node holds
- *   it; otherwise (unknown, or the client moved to another node since) it is a silent no-op, so a
- *   late leave from the old node cannot remove a client that reconnected elsewhere. `close`
- *   removes this node's members, with leave events to the other interested nodes.
  * - Payloads and member info are copied when the call is made (info through JSON, as a network
- *   engine would serialize it; `undefined` becomes `null`): a caller reusing its buffer cannot
- *   change what was published. Delivered messages, members and changes are frozen and shared
- *   by every node that receives them.
+ *   engine would serialize it; `undefined` becomes `null`). Delivered messages, members and
+ *   changes are frozen and shared by every node that receives them.
  * - `start` must come first and once; after `close` every method rejects with ENGINE_CLOSED,
  *   except `close`, `leave` and `removeInterest`, which have nothing left to release.
  */
-
-export type EngineErrorCode =
-  | "ENGINE_NOT_STARTED"
-  | "ENGINE_ALREADY_STARTED"
-  | "ENGINE_CLOSED"
-  | "ENGINE_DUPLICATE_NODE_ID"
-  | "ENGINE_INVALID_OPTIONS"
-  | "ENGINE_INVALID_HISTORY_POLICY"
-  | "ENGINE_INVALID_MEMBER";
-
-export class EngineError extends Error {
-  override readonly name = "EngineError";
-  constructor(
-    readonly code: EngineErrorCode,
-    message: string,
-    options?: { cause?: unknown },
-  ) {
-    super(message, options);
-  }
-}
 
 export interface MemoryBusOptions {
   /** Milliseconds on a clock that history ages are measured with (default: monotonic). */

@@ -8,7 +8,8 @@ import type {
   PresenceMember,
   TopicMessage,
 } from "../../src/engines/engine.js";
-import { EngineError, MemoryBus, MemoryEngine } from "../../src/engines/memory.js";
+import { EngineError } from "../../src/engines/engine.js";
+import { MemoryBus, MemoryEngine } from "../../src/engines/memory.js";
 import { engineContract } from "./contract.js";
 
 /** Several MemoryEngines on one bus, with a clock the tests move. */
