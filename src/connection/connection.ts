@@ -14,6 +14,7 @@ import { DeflateClosedError, PerMessageDeflate } from "./deflate.js";
 import { ConnectionError } from "./errors.js";
 import { scheduleFlush } from "./flush.js";
 import type { PreparedDeflateOptions, PreparedMessage } from "./prepared.js";
+import type { PreparedBatch } from "./prepared-batch.js";
 import { Sender } from "./sender.js";
 
 export { ConnectionError } from "./errors.js";
@@ -214,6 +215,26 @@ export class WebSocketConnection extends EventEmitter<WebSocketConnectionEvents>
   }
 
   private readonly writePrepared = (frame: Uint8Array): void => this.queueOutput(frame);
+
+  /**
+   * Sends messages [start, end) of a batch prepared once for many connections. Where none of
+   * them would be compressed here, they leave as one slice of the batch's shared frames (one
+   * queued chunk, no copy); otherwise each goes through sendPrepared(). Ordered and corked like
+   * sendPrepared(). Returns false when the connection no longer accepts messages.
+   */
+  sendPreparedBatch(batch: PreparedBatch, start = 0, end = batch.length): boolean {
+    if (this.readyState !== "open") return false;
+    const codec = this.codec;
+    if (
+      this.core.role === "server" &&
+      (codec === null || batch.largestCompressible < codec.threshold)
+    ) {
+      if (start < end) this.sender.sendFrame(batch.frames(start, end), this.writePrepared);
+    } else {
+      for (let i = start; i < end; i++) this.sendPrepared(batch.messages[i]);
+    }
+    return true;
+  }
 
   /** Sends one message as fragments, one per chunk `source` yields (RFC 6455 section 5.4). */
   sendStream(

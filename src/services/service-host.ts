@@ -19,7 +19,7 @@ import {
 } from "../isolation/batch.js";
 import type { ServiceTransport, TransportExit, TransportFactory } from "../isolation/transport.js";
 import type { Logger } from "../server/logger.js";
-import type { HubSubscriber, OutgoingMessage, TopicHub } from "../topics/hub.js";
+import type { HubSubscriber, OutgoingBatch, TopicHub } from "../topics/hub.js";
 import {
   type ResolvedServiceConfig,
   resolveServiceConfig,
@@ -493,8 +493,8 @@ export class ServiceHost {
       get bufferedAmount() {
         return conn.bufferedAmount;
       },
-      deliver: (message: OutgoingMessage) => {
-        conn.sendPrepared(message);
+      deliver: (batch: OutgoingBatch, start: number, end: number) => {
+        conn.sendPreparedBatch(batch, start, end);
       },
       close: (code: number, reason: string) => conn.close(code, reason),
     };
@@ -635,12 +635,19 @@ export class ServiceHost {
       if (instance === this.instance) this.updateOverload(instance);
     }
     const current = instance === this.instance && !instance.retired;
+    // Topic messages published earlier in the batch are fanned out at the end of the turn;
+    // anything else that reaches clients goes after them (TopicHub#drain), in batch order.
+    const topics = this.host.topics;
     readBatch(
       batch,
       (kind, id, flag, payload) => {
-        if (current) this.hotCommand(kind, id, flag, payload);
+        if (current) {
+          topics.drain();
+          this.hotCommand(kind, id, flag, payload);
+        }
       },
       (record) => {
+        if (record[0] !== Command.Publish) topics.drain();
         try {
           this.command(instance, current, batch, record);
         } catch (error) {

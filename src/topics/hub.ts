@@ -1,4 +1,5 @@
 import { PreparedMessage } from "../connection/prepared.js";
+import { PreparedBatch } from "../connection/prepared-batch.js";
 import type {
   Engine,
   HistoryPolicy,
@@ -13,7 +14,13 @@ import type { Logger } from "../server/logger.js";
  * The I/O thread's side of topics (docs/topics.md): local subscribers in a two-way index,
  * interest registered with the engine while a topic has local subscribers, presence for
  * members, recovery joined to the live stream without loss or duplicates, slow-consumer
- * policies, and fan-out of each message to every local subscriber.
+ * policies, and fan-out to every local subscriber.
+ *
+ * Fan-out is gathered per turn: messages the engine delivers are queued and go out together at
+ * the end of the turn (a microtask), each run of consecutive messages of one topic framed once
+ * as one PreparedBatch that every subscriber gets as a single slice. Anything that must come
+ * after those messages (a direct send to a subscriber, a subscribe or unsubscribe, a presence
+ * notice) calls drain() first, so every subscriber sees one order.
  */
 
 /** One local subscriber: a client connection. */
@@ -22,13 +29,16 @@ export interface HubSubscriber {
   readonly clientId: string;
   /** Bytes queued for the peer and not yet written. */
   readonly bufferedAmount: number;
-  /** Writes one message (the hub prepares the bytes once for all subscribers). */
-  deliver(frame: OutgoingMessage): void;
+  /**
+   * Writes messages [start, end) of a batch (the hub prepares the bytes once for all
+   * subscribers; most get the whole batch).
+   */
+  deliver(batch: OutgoingBatch, start: number, end: number): void;
   close(code: number, reason: string): void;
 }
 
-/** A message as it goes to subscribers (the payload, or its envelope), framed once. */
-export type OutgoingMessage = PreparedMessage;
+/** Messages as they go to subscribers (the payloads, or their envelopes), framed once. */
+export type OutgoingBatch = PreparedBatch;
 
 export interface SlowConsumerPolicy {
   /** A subscriber with more buffered output than this is slow. */
@@ -63,6 +73,9 @@ export type SubscribeResult =
   | { ok: false; reason: "epoch-changed" | "trimmed"; position: StreamPosition };
 
 interface Subscription {
+  readonly subscriber: HubSubscriber;
+  /** When it was made (hub.stamp): a fan-out skips subscriptions made while it runs. */
+  readonly stamp: number;
   silent: boolean;
   /** Live messages held while a recovery is in flight; null once live. */
   held: TopicMessage[] | null;
@@ -84,6 +97,8 @@ interface TopicState {
 
 const DEFAULT_POLICY: TopicPolicy = { pattern: "*" };
 const MAX_HELD = 10_000;
+/** Queued fan-out past this many payload bytes goes out at once rather than at turn end. */
+const MAX_PENDING_BYTES = 64 * 1024;
 
 export interface TopicHubOptions {
   engine: Engine;
@@ -102,6 +117,12 @@ export class TopicHub {
   private readonly policies: readonly TopicPolicy[];
   private readonly logger: Logger;
   private readonly maxHeld: number;
+  /** Messages from the engine not yet fanned out, in arrival order. */
+  private pending: TopicMessage[] = [];
+  private pendingBytes = 0;
+  private drainScheduled = false;
+  private draining = false;
+  private stamp = 0;
 
   constructor(private readonly options: TopicHubOptions) {
     this.maxHeld = options.maxHeldPerSubscriber ?? MAX_HELD;
@@ -140,9 +161,13 @@ export class TopicHub {
     topic: string,
     options: SubscribeOptions = {},
   ): Promise<SubscribeResult> {
+    // Messages published before this subscription go out first (or, for a new one, not at all).
+    this.drain();
     const state = this.state(topic);
     const existing = state.subscribers.get(subscriber);
     const subscription: Subscription = existing ?? {
+      subscriber,
+      stamp: this.stamp++,
       silent: options.silent === true,
       held: options.since === undefined ? null : [],
       overflowed: false,
@@ -180,10 +205,8 @@ export class TopicHub {
     if (recovery.ok) {
       subscription.epoch = options.since.epoch;
       subscription.offset = options.since.offset;
-      for (const message of recovery.messages) {
-        this.deliverTo(subscriber, subscription, state, message);
-        recovered++;
-      }
+      this.deliverMessages(subscription, state, recovery.messages);
+      recovered += recovery.messages.length;
     } else {
       // The gap cannot be filled: live messages continue from the current position.
       subscription.epoch = recovery.position.epoch;
@@ -203,10 +226,8 @@ export class TopicHub {
         subscription.held = null;
         return { ok: false, reason: more.reason, position: more.position };
       }
-      for (const message of more.messages) {
-        this.deliverTo(subscriber, subscription, state, message);
-        recovered++;
-      }
+      this.deliverMessages(subscription, state, more.messages);
+      recovered += more.messages.length;
     }
     if (subscription.overflowed) {
       // Still falling behind after several rounds: say so rather than skip messages silently.
@@ -217,13 +238,15 @@ export class TopicHub {
     }
     const held = subscription.held ?? [];
     subscription.held = null;
-    for (const message of held) this.deliverTo(subscriber, subscription, state, message);
+    this.deliverMessages(subscription, state, held);
     return recovery.ok
       ? { ok: true, position: recovery.position, recovered }
       : { ok: false, reason: recovery.reason, position: recovery.position };
   }
 
   unsubscribe(subscriber: HubSubscriber, topic: string): void {
+    // Messages published while it was subscribed still reach it.
+    this.drain();
     const state = this.topics.get(topic);
     const subscription = state?.subscribers.get(subscriber);
     if (state === undefined || subscription === undefined) return;
@@ -267,6 +290,8 @@ export class TopicHub {
   }
 
   close(): Promise<void> {
+    this.pending = [];
+    this.pendingBytes = 0;
     this.topics.clear();
     this.topicsOf.clear();
     return this.engine.close();
@@ -288,50 +313,139 @@ export class TopicHub {
     return state.interest;
   }
 
-  /** A message from the engine: to every local subscriber, the same bytes. */
+  /** A message from the engine: queued for this turn's fan-out. */
   private fanOut(message: TopicMessage): void {
-    const state = this.topics.get(message.topic);
-    if (state === undefined) return;
-    // Prepared once for every subscriber.
-    const out = this.outgoing(state, message);
-    // A snapshot: subscribing, unsubscribing or closing during the loop is safe.
-    for (const [subscriber, subscription] of [...state.subscribers]) {
-      if (state.subscribers.get(subscriber) !== subscription) continue;
-      if (subscription.held !== null) {
-        if (subscription.held.length < this.maxHeld) subscription.held.push(message);
-        else subscription.overflowed = true;
-        continue;
-      }
-      this.deliverTo(subscriber, subscription, state, message, out);
+    if (!this.topics.has(message.topic)) return;
+    this.pending.push(message);
+    this.pendingBytes += message.payload.length;
+    if (this.pendingBytes >= MAX_PENDING_BYTES) this.drain();
+    else if (!this.drainScheduled) {
+      this.drainScheduled = true;
+      queueMicrotask(this.drainQueued);
     }
   }
 
-  private deliverTo(
-    subscriber: HubSubscriber,
+  private readonly drainQueued = (): void => {
+    this.drainScheduled = false;
+    this.drain();
+  };
+
+  /**
+   * Fans out every queued message now. Callers that are about to write to subscribers, or to
+   * change who subscribes, call this first. Does nothing when called from within a fan-out
+   * (a subscriber closed while being written to): the running one carries on in order.
+   */
+  drain(): void {
+    if (this.draining || this.pending.length === 0) return;
+    this.draining = true;
+    try {
+      // Messages the engine delivers during the fan-out are queued and taken by the next round.
+      while (this.pending.length > 0) {
+        const messages = this.pending;
+        this.pending = [];
+        this.pendingBytes = 0;
+        // Runs of one topic keep the order across topics: A1 B1 A2 is three runs, not two.
+        for (let i = 0; i < messages.length; ) {
+          const topic = messages[i].topic;
+          let j = i + 1;
+          while (j < messages.length && messages[j].topic === topic) j++;
+          this.fanOutRun(topic, i === 0 && j === messages.length ? messages : messages.slice(i, j));
+          i = j;
+        }
+      }
+    } finally {
+      this.draining = false;
+    }
+  }
+
+  /** Consecutive messages of one topic: framed once, one slice per subscriber. */
+  private fanOutRun(topic: string, messages: TopicMessage[]): void {
+    const state = this.topics.get(topic);
+    if (state === undefined) return;
+    const batch = this.outgoing(state, messages);
+    const excepted = exceptedIndexes(messages);
+    const stamp = this.stamp;
+    // The live index: a subscriber removed during the loop is not visited, one added during it
+    // (a newer stamp) is skipped.
+    for (const subscription of state.subscribers.values()) {
+      if (subscription.stamp >= stamp) continue;
+      if (subscription.held !== null) {
+        for (const message of messages) {
+          if (subscription.held.length < this.maxHeld) subscription.held.push(message);
+          else subscription.overflowed = true;
+        }
+        continue;
+      }
+      this.deliverRun(subscription, state, messages, batch, excepted);
+    }
+  }
+
+  /** Replayed or held messages to one subscriber. */
+  private deliverMessages(
     subscription: Subscription,
     state: TopicState,
-    message: TopicMessage,
-    out: OutgoingMessage = this.outgoing(state, message),
+    messages: readonly TopicMessage[],
   ): void {
-    // Joined replay and live stream: nothing twice.
-    if (message.epoch === subscription.epoch && message.offset <= subscription.offset) return;
-    subscription.epoch = message.epoch;
-    subscription.offset = message.offset;
-    if (message.except === subscriber.clientId) return;
+    if (messages.length === 0) return;
+    const batch = this.outgoing(state, messages);
+    this.deliverRun(subscription, state, messages, batch, exceptedIndexes(messages));
+  }
+
+  private deliverRun(
+    subscription: Subscription,
+    state: TopicState,
+    messages: readonly TopicMessage[],
+    batch: OutgoingBatch,
+    excepted: Map<string, number[]> | null,
+  ): void {
+    const end = messages.length;
+    // Joined replay and live stream: nothing twice. Offsets rise within a run, so what was
+    // already delivered is a prefix.
+    let start = 0;
+    while (start < end && delivered(subscription, messages[start])) start++;
+    if (start === end) return;
+    const last = messages[end - 1];
+    subscription.epoch = last.epoch;
+    subscription.offset = last.offset;
+    const subscriber = subscription.subscriber;
+    const skip = excepted?.get(subscriber.clientId);
     const slow = state.policy.slowConsumer;
     if (slow !== undefined && subscriber.bufferedAmount > slow.maxBufferedBytes) {
       if (slow.action === "drop") {
-        state.dropped++;
+        let count = end - start;
+        if (skip !== undefined) for (const index of skip) if (index >= start) count--;
+        state.dropped += count;
         return;
       }
       subscriber.close(slow.closeCode ?? 1008, "too slow for this topic");
       return;
     }
-    subscriber.deliver(out);
+    try {
+      if (skip === undefined) {
+        subscriber.deliver(batch, start, end);
+        return;
+      }
+      // Its own messages (`except`) are left out: the slices between them.
+      let from = start;
+      for (const index of skip) {
+        if (index < from) continue;
+        if (index > from) subscriber.deliver(batch, from, index);
+        from = index + 1;
+      }
+      if (from < end) subscriber.deliver(batch, from, end);
+    } catch (error) {
+      this.logger.error({ err: error, clientId: subscriber.clientId }, "topic delivery failed");
+    }
   }
 
-  /** The message as subscribers get it, framed (and compressed) once for all of them. */
-  private outgoing(state: TopicState, message: TopicMessage): OutgoingMessage {
+  /** The messages as subscribers get them, framed (and compressed) once for all of them. */
+  private outgoing(state: TopicState, messages: readonly TopicMessage[]): OutgoingBatch {
+    const prepared = new Array<PreparedMessage>(messages.length);
+    for (let i = 0; i < messages.length; i++) prepared[i] = this.prepare(state, messages[i]);
+    return new PreparedBatch(prepared);
+  }
+
+  private prepare(state: TopicState, message: TopicMessage): PreparedMessage {
     if (!state.policy.envelope) return new PreparedMessage(message.payload, message.binary);
     const envelope: Record<string, unknown> = {
       topic: message.topic,
@@ -347,12 +461,25 @@ export class TopicHub {
     this.options.onPresence?.(change);
     const state = this.topics.get(change.topic);
     if (state === undefined || !state.policy.announce) return;
-    const notice = new PreparedMessage(
-      JSON.stringify({ topic: change.topic, presence: change.type, member: change.member }),
-      false,
-    );
-    for (const [subscriber, subscription] of [...state.subscribers]) {
-      if (subscription.held === null) subscriber.deliver(notice);
+    // After the messages published before the change.
+    this.drain();
+    const notice = new PreparedBatch([
+      new PreparedMessage(
+        JSON.stringify({ topic: change.topic, presence: change.type, member: change.member }),
+        false,
+      ),
+    ]);
+    const stamp = this.stamp;
+    for (const subscription of state.subscribers.values()) {
+      if (subscription.stamp >= stamp || subscription.held !== null) continue;
+      try {
+        subscription.subscriber.deliver(notice, 0, 1);
+      } catch (error) {
+        this.logger.error(
+          { err: error, clientId: subscription.subscriber.clientId },
+          "presence notice failed",
+        );
+      }
     }
   }
 
@@ -361,4 +488,23 @@ export class TopicHub {
       this.logger.warn({ err: error }, "topic engine call failed");
     });
   }
+}
+
+/** Whether a subscriber already has this message (replayed, or live before a replay). */
+function delivered(subscription: Subscription, message: TopicMessage): boolean {
+  return message.epoch === subscription.epoch && message.offset <= subscription.offset;
+}
+
+/** For each `except` client id of a run, the indexes of the messages it does not get. */
+function exceptedIndexes(messages: readonly TopicMessage[]): Map<string, number[]> | null {
+  let excepted: Map<string, number[]> | null = null;
+  for (let i = 0; i < messages.length; i++) {
+    const except = messages[i].except;
+    if (except === undefined) continue;
+    excepted ??= new Map();
+    const indexes = excepted.get(except);
+    if (indexes === undefined) excepted.set(except, [i]);
+    else indexes.push(i);
+  }
+  return excepted;
 }

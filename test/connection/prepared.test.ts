@@ -8,6 +8,7 @@ import WebSocket from "ws";
 import { connect } from "../../src/client/connect.js";
 import { type ConnectionOptions, WebSocketConnection } from "../../src/connection/connection.js";
 import { PreparedMessage } from "../../src/connection/prepared.js";
+import { PreparedBatch } from "../../src/connection/prepared-batch.js";
 import { Opcode } from "../../src/protocol/constants.js";
 import type { DeflateParams } from "../../src/protocol/permessage-deflate.js";
 import { createServer, type WebSocketServer } from "../../src/server/server.js";
@@ -743,5 +744,124 @@ describe("sendPrepared over loopback: our client and ws as peers", () => {
       expectMessages(client.messages, expected);
       expect(client.errors).toEqual([]);
     }
+  });
+});
+
+describe("PreparedBatch: messages back to back, one slice per connection", () => {
+  const lengths = [0, 1, 125, 126, 65_535, 65_536];
+  const mixed = () =>
+    lengths.map((length, i) =>
+      i % 2 === 0
+        ? new PreparedMessage(compressible(length, i))
+        : new PreparedMessage(bytes(length), true),
+    );
+
+  it("frames every message once, in one buffer, and any slice parses to those messages", () => {
+    const messages = mixed();
+    const batch = new PreparedBatch(messages);
+    const all = parseFrames(batch.frames());
+    expect(all.map((f) => [f.fin, f.rsv1, f.masked, f.opcode, f.payload.length])).toEqual(
+      messages.map((m) => [
+        true,
+        false,
+        false,
+        m.binary ? Opcode.Binary : Opcode.Text,
+        m.payload.length,
+      ]),
+    );
+    all.forEach((frame, i) => {
+      expect(frame.payload.equals(messages[i].payload), `message ${i}`).toBe(true);
+    });
+    const middle = parseFrames(batch.frames(2, 4));
+    expect(middle.map((f) => f.payload.length)).toEqual([125, 126]);
+    // Slices are views of the same bytes: nothing is copied per caller.
+    expect(batch.frames(2, 4).buffer).toBe(batch.frames().buffer);
+    expect(batch.frames(3, 3)).toHaveLength(0);
+  });
+
+  it("uses a lone message's own frame", () => {
+    const message = new PreparedMessage("alone");
+    expect(new PreparedBatch([message]).frames()).toBe(message.frame());
+  });
+
+  it("hands 100 connections one write each, views of one buffer, decoded in order", async () => {
+    const pairs = Array.from({ length: 100 }, () => connectedPair());
+    const messages = mixed().slice(0, 5); // under 64 KiB in all
+    const batch = new PreparedBatch(messages);
+    for (const { server } of pairs) expect(server.sendPreparedBatch(batch)).toBe(true);
+    await waitUntil(
+      () => pairs.every(({ atClient }) => atClient.messages.length === messages.length),
+      WAIT,
+      "every message at every peer",
+    );
+    const shared = batch.frames().buffer;
+    for (const { serverEnd, atClient, atServer } of pairs) {
+      expect(serverEnd.writes).toHaveLength(1);
+      expect(serverEnd.writes[0].buffer).toBe(shared);
+      expectMessages(atClient.messages, expectedOf(messages));
+      expect(atServer.errors).toEqual([]);
+    }
+  });
+
+  it("keeps its place among send() calls, and sends only the slice asked for", async () => {
+    const { server, atClient } = connectedPair();
+    const batch = new PreparedBatch(["b", "c", "d", "e"].map((m) => new PreparedMessage(m)));
+    server.send("a");
+    server.sendPreparedBatch(batch, 0, 2);
+    server.send("x");
+    server.sendPreparedBatch(batch, 3, 4);
+    await waitUntil(() => atClient.messages.length === 5, WAIT, "five messages");
+    expect(atClient.messages.map((m) => m.data.toString())).toEqual(["a", "b", "c", "x", "e"]);
+  });
+
+  it("sends the slice plain where every message is under the deflate threshold", async () => {
+    const { ws, mine, frames } = rawPeer({ deflate: deflate({}, 1024) });
+    const batch = new PreparedBatch([
+      new PreparedMessage(compressible(1023)),
+      new PreparedMessage(compressible(5000), false, { compress: false }),
+    ]);
+    ws.sendPreparedBatch(batch);
+    await waitUntil(() => mine.writes.length === 1, WAIT, "the write");
+    expect(mine.writes[0].buffer).toBe(batch.frames().buffer);
+    expect(frames().map((f) => [f.rsv1, f.payload.length])).toEqual([
+      [false, 1023],
+      [false, 5000],
+    ]);
+  });
+
+  it("compresses message by message where one reaches the threshold, in order", async () => {
+    const options = deflate({}, 64);
+    const { server, atClient, serverEnd } = connectedPair(
+      { deflate: options },
+      { deflate: options },
+    );
+    const messages = [
+      new PreparedMessage("small"),
+      new PreparedMessage(compressible(4000)),
+      new PreparedMessage(bytes(10), true),
+    ];
+    server.sendPreparedBatch(new PreparedBatch(messages));
+    await waitUntil(() => atClient.messages.length === 3, WAIT, "three messages");
+    expectMessages(atClient.messages, expectedOf(messages));
+    // The large one went compressed (RSV1), the others plain, in their order.
+    expect(parseFrames(serverEnd.written).map((f) => f.rsv1)).toEqual([false, true, false]);
+  });
+
+  it("masks per message on the client side (RFC 6455 section 5.3)", async () => {
+    const { client, clientEnd, atServer } = connectedPair();
+    client.sendPreparedBatch(
+      new PreparedBatch([new PreparedMessage("one"), new PreparedMessage("two")]),
+    );
+    await waitUntil(() => atServer.messages.length === 2, WAIT, "two messages");
+    expect(atServer.messages.map((m) => m.data.toString())).toEqual(["one", "two"]);
+    expect(parseFrames(clientEnd.written).every((f) => f.masked)).toBe(true);
+  });
+
+  it("returns false and writes nothing once closing", async () => {
+    const { ws, frames } = rawPeer();
+    ws.close(1000);
+    expect(ws.sendPreparedBatch(new PreparedBatch([new PreparedMessage("late")]))).toBe(false);
+    await turns(2);
+    expect(frames().map((f) => f.opcode)).toEqual([Opcode.Close]);
   });
 });

@@ -101,6 +101,18 @@ function run(isolation: Isolation): void {
     expect(offsets).toEqual([start + 2, start + 3, start + 4]);
     expect(bob.messages.some((m) => m.includes('"topic"'))).toBe(false);
   });
+
+  it("delivers what a service publishes before what it then sends the same client", async () => {
+    const cy = await join("/feed?name=cy");
+    await take(cy, 2); // subscribed, and its own join
+    cy.ws.send("burst 200");
+    const got: Received[] = [];
+    for (let i = 0; i < 201; i++) got.push(await next(cy));
+    const data = got.filter((m) => m.topic === "feed").map((m) => m.data);
+    expect(data).toEqual(Array.from({ length: 200 }, (_, i) => `burst ${i}`));
+    // The direct send comes after every message published before it.
+    expect(got.at(-1)).toEqual({ type: "burst-done" });
+  });
 }
 
 describe("topics through services, isolation main", () => run("main"));

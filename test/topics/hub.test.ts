@@ -3,7 +3,7 @@
 // stream with no loss and no duplicates, gap reporting, slow-consumer policies, and changes to
 // the subscriber set during a fan-out.
 import { afterEach, describe, expect, it } from "vitest";
-import type { PreparedMessage } from "../../src/connection/prepared.js";
+import type { PreparedBatch } from "../../src/connection/prepared-batch.js";
 import type { PresenceChange } from "../../src/engines/engine.js";
 import { MemoryBus, MemoryEngine } from "../../src/engines/memory.js";
 import { silentLogger } from "../../src/server/logger.js";
@@ -13,11 +13,16 @@ class FakeSubscriber implements HubSubscriber {
   readonly received: string[] = [];
   bufferedAmount = 0;
   closed: { code: number; reason: string } | null = null;
-  onDeliver: ((message: PreparedMessage) => void) | null = null;
+  /** The slices it was handed, one per deliver() call. */
+  readonly slices: Array<{ batch: PreparedBatch; start: number; end: number }> = [];
+  onDeliver: ((batch: PreparedBatch) => void) | null = null;
   constructor(readonly clientId: string) {}
-  deliver(message: PreparedMessage): void {
-    this.received.push(Buffer.from(message.payload).toString());
-    this.onDeliver?.(message);
+  deliver(batch: PreparedBatch, start: number, end: number): void {
+    this.slices.push({ batch, start, end });
+    for (let i = start; i < end; i++) {
+      this.received.push(Buffer.from(batch.messages[i]!.payload).toString());
+    }
+    this.onDeliver?.(batch);
   }
   close(code: number, reason: string): void {
     this.closed = { code, reason };
@@ -54,7 +59,7 @@ describe("fan-out", () => {
 
   it("frames each message once for every subscriber", async () => {
     const hub = await makeHub();
-    const seen = new Set<PreparedMessage>();
+    const seen = new Set<PreparedBatch>();
     const subscribers = Array.from({ length: 50 }, (_, i) => new FakeSubscriber(`c${i}`));
     for (const s of subscribers) {
       s.onDeliver = (message) => seen.add(message);
@@ -131,6 +136,108 @@ describe("fan-out", () => {
       { topic: "env:a", epoch: position.epoch, offset: 1, data: "hello" },
       { topic: "env:a", epoch: position.epoch, offset: 2, data64: "AQL/" },
     ]);
+  });
+});
+
+describe("fan-out per turn", () => {
+  it("gathers what one turn publishes into one slice per subscriber, framed once", async () => {
+    const hub = await makeHub();
+    const subscribers = Array.from({ length: 100 }, (_, i) => new FakeSubscriber(`c${i}`));
+    for (const s of subscribers) await hub.subscribe(s, "news");
+    const sent = Array.from({ length: 50 }, (_, i) => `m${i}`);
+    await Promise.all(sent.map((m) => hub.publish("news", text(m), false)));
+    const batch = subscribers[0]!.slices[0]!.batch;
+    for (const s of subscribers) {
+      expect(s.received).toEqual(sent);
+      expect(s.slices).toEqual([{ batch, start: 0, end: 50 }]);
+    }
+  });
+
+  it("keeps one order across topics: A1 B1 A2 arrive as published", async () => {
+    const hub = await makeHub();
+    const both = new FakeSubscriber("both");
+    const onlyA = new FakeSubscriber("a");
+    await hub.subscribe(both, "A");
+    await hub.subscribe(both, "B");
+    await hub.subscribe(onlyA, "A");
+    await Promise.all([
+      hub.publish("A", text("A1"), false),
+      hub.publish("B", text("B1"), false),
+      hub.publish("A", text("A2"), false),
+      hub.publish("A", text("A3"), false),
+    ]);
+    expect(both.received).toEqual(["A1", "B1", "A2", "A3"]);
+    expect(onlyA.received).toEqual(["A1", "A2", "A3"]);
+  });
+
+  it("leaves a client's own messages out of a run as slices around them", async () => {
+    const hub = await makeHub();
+    const [a, b] = [new FakeSubscriber("a"), new FakeSubscriber("b")];
+    await hub.subscribe(a, "room");
+    await hub.subscribe(b, "room");
+    await Promise.all([
+      hub.publish("room", text("0"), false, "a"),
+      hub.publish("room", text("1"), false, "b"),
+      hub.publish("room", text("2"), false),
+      hub.publish("room", text("3"), false, "a"),
+      hub.publish("room", text("4"), false, "a"),
+      hub.publish("room", text("5"), false),
+    ]);
+    expect(a.received).toEqual(["1", "2", "5"]);
+    expect(a.slices.map(({ start, end }) => [start, end])).toEqual([
+      [1, 3],
+      [5, 6],
+    ]);
+    expect(b.received).toEqual(["0", "2", "3", "4", "5"]);
+  });
+
+  it("delivers what was published before an unsubscribe in the same turn", async () => {
+    const hub = await makeHub();
+    const [a, b] = [new FakeSubscriber("a"), new FakeSubscriber("b")];
+    await hub.subscribe(a, "t");
+    await hub.subscribe(b, "t");
+    const published = hub.publish("t", text("before"), false);
+    hub.unsubscribe(a, "t");
+    const after = hub.publish("t", text("after"), false);
+    await Promise.all([published, after]);
+    expect(a.received).toEqual(["before"]);
+    expect(b.received).toEqual(["before", "after"]);
+  });
+
+  it("goes out at once on drain(), ahead of what the caller writes next", async () => {
+    const hub = await makeHub();
+    const s = new FakeSubscriber("s");
+    await hub.subscribe(s, "t");
+    void hub.publish("t", text("queued"), false);
+    expect(s.received).toEqual([]);
+    hub.drain();
+    expect(s.received).toEqual(["queued"]);
+    await Promise.resolve();
+    expect(s.received).toEqual(["queued"]);
+  });
+
+  it("bounds what a slow subscriber is handed past its limit to one run (64 KiB)", async () => {
+    const hub = await makeHub([
+      { pattern: "big", slowConsumer: { maxBufferedBytes: 100_000, action: "drop" } },
+    ]);
+    // A subscriber whose peer reads nothing: everything it is handed stays buffered.
+    const slow = new FakeSubscriber("slow");
+    slow.onDeliver = () => {
+      const last = slow.slices.at(-1)!;
+      for (let i = last.start; i < last.end; i++) {
+        slow.bufferedAmount += last.batch.messages[i]!.payload.length;
+      }
+    };
+    const fast = new FakeSubscriber("fast");
+    await hub.subscribe(slow, "big");
+    await hub.subscribe(fast, "big");
+    const message = Buffer.alloc(40_000, 0x61);
+    await Promise.all(Array.from({ length: 8 }, () => hub.publish("big", message, false)));
+    // Runs of two (80,000 bytes reach the 64 KiB mark): 0 -> 80,000 -> 160,000, then dropped.
+    expect(slow.received).toHaveLength(4);
+    expect(slow.bufferedAmount).toBe(160_000);
+    expect(hub.dropped("big")).toBe(4);
+    expect(fast.received).toHaveLength(8);
   });
 });
 
