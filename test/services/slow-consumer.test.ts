@@ -4,7 +4,7 @@
 import { afterEach, describe, expect, it } from "vitest";
 import { type ServiceServer, startServiceServer } from "../../src/server/service-server.js";
 import type { Isolation } from "../../src/services/define.js";
-import { client, sleep, type TestClient } from "./helpers.js";
+import { client, type TestClient } from "./helpers.js";
 
 const ROOT = "test/services/fixtures/fanout";
 const LIMIT = 256 * 1024;
@@ -52,16 +52,17 @@ describe.each<Isolation>(["main", "worker"])("slow consumers, isolation %s", (is
     // Stops reading: the kernel's buffers fill, then the server's output for it would grow.
     slow.ws.pause();
     const pub = await join(server, `/feed?topic=${topic}&publish=1`, false);
-    // 19 MiB in all, far past what loopback buffers and the limit hold; paced, so readers that
-    // keep up stay under the limit and only the one that stopped falls behind.
+    // 19 MiB in all, far past what loopback buffers and the limit hold. Paced by the readers
+    // that keep up: each has a message before the next is published, so they stay far under
+    // the limit however slow the machine, and only the one that stopped falls behind.
     const chunk = "x".repeat(64 * 1024);
     const count = 300;
     for (let i = 0; i < count; i++) {
       pub.ws.send(`${String(i).padStart(4, "0")}${chunk}`);
-      await sleep(3);
+      for (const f of fast) await f.waitFor(i + 2);
     }
     for (const f of fast) {
-      const got = await f.waitFor(count + 1, 20_000);
+      const got = await f.waitFor(count + 1);
       expect(got.slice(1).map((m) => m.slice(0, 4))).toEqual(
         Array.from({ length: count }, (_, i) => String(i).padStart(4, "0")),
       );
