@@ -87,8 +87,13 @@ export interface SubscribeOptions {
   silent?: boolean;
   /** The record `ctx.presence(topic)` lists for this client (a user name, say); JSON. */
   member?: unknown;
-  /** Replays what the client missed after this position before the live stream. */
-  since?: TopicPosition;
+  /**
+   * Replays what the client missed after this position before the live stream. When omitted,
+   * the position the client sent for this topic in its `resume` query parameter (what the
+   * `switchboard/client` session sends when it reconnects), if any; `null` starts live whatever
+   * the client sent.
+   */
+  since?: TopicPosition | null;
 }
 
 /** A place in a topic's stream: offsets increase by one per message within an epoch. */
@@ -136,6 +141,11 @@ export interface Client<Data = unknown> extends AsyncIterable<ServiceMessage> {
   readonly handover: boolean;
   /** False once the client closed or `close()` was called. */
   readonly open: boolean;
+  /**
+   * Where the client asked to resume each topic (its `resume` query parameter, validated;
+   * empty when it sent none or a malformed one). subscribe() uses it when `since` is omitted.
+   */
+  readonly resume: ReadonlyMap<string, TopicPosition>;
   /** Per-connection state: what the upgrade hook returned as `data`, or `undefined`. */
   data: Data;
   send(data: SendData, options?: SendOptions): void;

@@ -31,8 +31,10 @@ import {
   type ServiceMessage,
   type SubscribeOptions,
   type SubscribeResult,
+  type TopicPosition,
   type UpgradeRequest,
 } from "./define.js";
+import { parseResume } from "./resume.js";
 
 /**
  * The service side of the boundary: loads a module, runs its hooks on the events the I/O thread
@@ -47,6 +49,7 @@ import {
 /** Past this many unread messages a pull-style client stops being read, until it catches up. */
 const PULL_HIGH_WATER = 256;
 const PULL_LOW_WATER = 64;
+const NO_POSITIONS: ReadonlyMap<string, TopicPosition> = new Map();
 
 class Message implements ServiceMessage {
   private decoded: string | null = null;
@@ -102,6 +105,7 @@ class RuntimeClient<Data> implements Client<Data> {
     readonly protocol: string,
     readonly handover: boolean,
     data: Data,
+    readonly resume: ReadonlyMap<string, TopicPosition>,
   ) {
     this.id = String(wireId);
     this.data = data;
@@ -125,7 +129,8 @@ class RuntimeClient<Data> implements Client<Data> {
     const request = {
       silent: options?.silent === true,
       member: options?.member ?? null,
-      since: options?.since,
+      // Omitted: where the client asked to resume this topic, if it did (resume.ts).
+      since: options?.since === undefined ? this.resume.get(topic) : (options.since ?? undefined),
     };
     return this.runtime.request(
       (id) => [Command.Subscribe, this.wireId, topic, request, id],
@@ -590,16 +595,25 @@ export class ServiceRuntime {
       data = this.upgradeData.get(info.upgradeId);
       this.upgradeData.delete(info.upgradeId);
     }
+    const query = new URLSearchParams(info.query);
+    const resume = parseResume(query);
+    if (!resume.ok) {
+      this.logger.warn(
+        { clientId: String(wireId), reason: resume.reason },
+        "ignored a malformed resume parameter; the client starts live",
+      );
+    }
     const client = new RuntimeClient<unknown>(
       wireId,
       this,
       info.remoteAddress,
       Object.freeze({ ...info.params }),
-      new URLSearchParams(info.query),
+      query,
       Object.freeze({ ...info.headers }),
       info.protocol,
       info.handover,
       data,
+      resume.ok ? resume.positions : NO_POSITIONS,
     );
     this.clients.set(client.id, client);
     this.byWireId.set(wireId, client);

@@ -5,7 +5,7 @@ import { fileURLToPath } from "node:url";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { type ServiceServer, startServiceServer } from "../../src/server/service-server.js";
 import type { Isolation } from "../../src/services/define.js";
-import { client, type TestClient } from "./helpers.js";
+import { client, eventually, type TestClient } from "./helpers.js";
 
 const ROOT = fileURLToPath(new URL("./fixtures/topics", import.meta.url));
 
@@ -100,6 +100,43 @@ function run(isolation: Isolation): void {
       .map((m) => m.offset);
     expect(offsets).toEqual([start + 2, start + 3, start + 4]);
     expect(bob.messages.some((m) => m.includes('"topic"'))).toBe(false);
+  });
+
+  it("resumes from the client's `resume` parameter when the service gives no `since`", async () => {
+    const dee = await join("/feed?name=dee");
+    const subscribed = (await take(dee, 2)).find((m) => m.type === "subscribed") as {
+      result: { position: { epoch: string; offset: number } };
+    };
+    const { epoch, offset } = subscribed.result.position;
+    dee.ws.terminate();
+    const fay = await join("/feed?name=fay");
+    fay.ws.send("missed 1");
+    fay.ws.send("missed 2");
+    fay.ws.send("who"); // answered after both were published
+    await eventually(() => fay.messages.some((m) => m.includes('"who"')), 10_000, "who");
+    const resume = encodeURIComponent(JSON.stringify({ feed: { epoch, offset } }));
+    const back = await join(`/feed?name=dee&resume=${resume}`);
+    const isFeed = (m: Received) => m.topic === "feed";
+    await eventually(
+      () => back.messages.filter((m) => isFeed(JSON.parse(m) as Received)).length >= 2,
+      10_000,
+      "the replay",
+    );
+    const received = back.messages.map((m) => JSON.parse(m) as Received);
+    expect(received.filter(isFeed).map((m) => [m.offset, m.data])).toEqual([
+      [offset + 1, "missed 1"],
+      [offset + 2, "missed 2"],
+    ]);
+    expect(received.find((m) => m.type === "subscribed")).toMatchObject({
+      result: { ok: true, recovered: 2 },
+    });
+
+    // A malformed parameter is ignored (and logged): the client starts live.
+    const live = await join("/feed?name=gus&resume=%7Bnot%20json");
+    const first = await take(live, 2);
+    expect(first.find((m) => m.type === "subscribed")).toMatchObject({
+      result: { ok: true, recovered: 0 },
+    });
   });
 
   it("delivers what a service publishes before what it then sends the same client", async () => {
