@@ -94,6 +94,11 @@ export interface SubscribeOptions {
    * the client sent.
    */
   since?: TopicPosition | null;
+  /**
+   * When there is no position to resume from: replay up to this many of the latest messages
+   * the topic keeps (its history policy) before the live stream — a chat room's recent history.
+   */
+  recent?: number;
 }
 
 /** A place in a topic's stream: offsets increase by one per message within an epoch. */

@@ -50,6 +50,8 @@ import { parseResume } from "./resume.js";
 const PULL_HIGH_WATER = 256;
 const PULL_LOW_WATER = 64;
 const NO_POSITIONS: ReadonlyMap<string, TopicPosition> = new Map();
+/** The most a subscribe may replay as recent history (a page of a chat, not an export). */
+const MAX_RECENT = 10_000;
 
 class Message implements ServiceMessage {
   private decoded: string | null = null;
@@ -125,12 +127,20 @@ class RuntimeClient<Data> implements Client<Data> {
 
   subscribe(topic: string, options?: SubscribeOptions): Promise<SubscribeResult> {
     validateTopic(topic);
+    const recent = options?.recent;
+    if (
+      recent !== undefined &&
+      !(Number.isSafeInteger(recent) && recent >= 0 && recent <= MAX_RECENT)
+    ) {
+      throw new TypeError(`recent is a whole number of messages from 0 to ${MAX_RECENT}`);
+    }
     if (!this.open) return Promise.resolve(CLOSED);
     const request = {
       silent: options?.silent === true,
       member: options?.member ?? null,
       // Omitted: where the client asked to resume this topic, if it did (resume.ts).
       since: options?.since === undefined ? this.resume.get(topic) : (options.since ?? undefined),
+      recent: options?.recent,
     };
     return this.runtime.request(
       (id) => [Command.Subscribe, this.wireId, topic, request, id],

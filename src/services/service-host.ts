@@ -32,6 +32,7 @@ interface SubscribeRequest {
   silent: boolean;
   member: unknown;
   since?: { epoch: string; offset: number };
+  recent?: number;
 }
 
 /**

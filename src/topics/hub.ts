@@ -5,6 +5,7 @@ import type {
   HistoryPolicy,
   PresenceChange,
   PresenceMember,
+  Recovery,
   StreamPosition,
   TopicMessage,
 } from "../engines/engine.js";
@@ -66,6 +67,11 @@ export interface SubscribeOptions {
   member?: unknown;
   /** Replay what came after this position before the live stream. */
   since?: StreamPosition;
+  /**
+   * Without `since`: replay up to this many of the latest messages the topic keeps first (a
+   * chat room's recent history on joining), joined to the live stream like a recovery.
+   */
+  recent?: number;
 }
 
 export type SubscribeResult =
@@ -165,11 +171,13 @@ export class TopicHub {
     this.drain();
     const state = this.state(topic);
     const existing = state.subscribers.get(subscriber);
+    const recent = options.since === undefined ? Math.max(0, Math.floor(options.recent ?? 0)) : 0;
+    const replays = options.since !== undefined || recent > 0;
     const subscription: Subscription = existing ?? {
       subscriber,
       stamp: this.stamp++,
       silent: options.silent === true,
-      held: options.since === undefined ? null : [],
+      held: replays ? [] : null,
       overflowed: false,
       epoch: "",
       offset: 0,
@@ -190,11 +198,15 @@ export class TopicHub {
         info: options.member ?? null,
       });
     }
-    if (options.since === undefined) {
+    if (!replays || existing !== undefined) {
+      // Live only; an existing subscription has its stream already.
       const position = await this.engine.position(topic);
       return { ok: true, position, recovered: 0 };
     }
-    const recovery = await this.engine.recover(topic, options.since);
+    const { since, recovery } =
+      options.since === undefined
+        ? await this.recoverRecent(topic, recent)
+        : { since: options.since, recovery: await this.engine.recover(topic, options.since) };
     if (state.subscribers.get(subscriber) !== subscription) {
       // Unsubscribed (or gone) while recovering.
       return recovery.ok
@@ -203,8 +215,8 @@ export class TopicHub {
     }
     let recovered = 0;
     if (recovery.ok) {
-      subscription.epoch = options.since.epoch;
-      subscription.offset = options.since.offset;
+      subscription.epoch = since.epoch;
+      subscription.offset = since.offset;
       this.deliverMessages(subscription, state, recovery.messages);
       recovered += recovery.messages.length;
     } else {
@@ -242,6 +254,36 @@ export class TopicHub {
     return recovery.ok
       ? { ok: true, position: recovery.position, recovered }
       : { ok: false, reason: recovery.reason, position: recovery.position };
+  }
+
+  /**
+   * The latest `count` kept messages, or as many as history still holds (trimmed by count or
+   * age): the widest window a recovery succeeds from, found with O(log count) recoveries and no
+   * engine method beyond recover. The first try is the whole window, the usual answer.
+   */
+  private async recoverRecent(
+    topic: string,
+    count: number,
+  ): Promise<{ since: StreamPosition; recovery: Recovery }> {
+    const position = await this.engine.position(topic);
+    const from = (window: number) => ({ epoch: position.epoch, offset: position.offset - window });
+    let best: { since: StreamPosition; recovery: Recovery } = {
+      since: position,
+      recovery: { ok: true, messages: [], position },
+    };
+    // Binary search for the widest window history still covers: O(log count) recoveries.
+    let covered = 0;
+    let missing = Math.min(count, position.offset) + 1;
+    for (let first = true; missing - covered > 1; first = false) {
+      const window = first ? missing - 1 : (covered + missing) >> 1;
+      const since = from(window);
+      const recovery = await this.engine.recover(topic, since);
+      if (recovery.ok && recovery.position.epoch === position.epoch) {
+        covered = window;
+        best = { since, recovery };
+      } else missing = window;
+    }
+    return best;
   }
 
   unsubscribe(subscriber: HubSubscriber, topic: string): void {

@@ -410,6 +410,43 @@ describe("history and recovery", () => {
   });
 });
 
+describe("recent history on subscribing", () => {
+  it("replays the latest N kept messages, or as many as are kept, then live", async () => {
+    const hub = await makeHub([{ pattern: "room", history: { limit: 10 } }]);
+    for (let i = 1; i <= 30; i++) await hub.publish("room", text(`m${i}`), false);
+    const five = new FakeSubscriber("five");
+    const fifty = new FakeSubscriber("fifty");
+    expect(await hub.subscribe(five, "room", { recent: 5 })).toMatchObject({
+      ok: true,
+      recovered: 5,
+    });
+    expect(await hub.subscribe(fifty, "room", { recent: 50 })).toMatchObject({
+      ok: true,
+      recovered: 10,
+    });
+    await hub.publish("room", text("m31"), false);
+    expect(five.received).toEqual(["m26", "m27", "m28", "m29", "m30", "m31"]);
+    expect(fifty.received).toEqual(Array.from({ length: 11 }, (_, i) => `m${21 + i}`));
+  });
+
+  it("replays nothing where the topic keeps nothing, and joins live without duplicates", async () => {
+    const hub = await makeHub([{ pattern: "kept", history: { limit: 100 } }]);
+    const none = new FakeSubscriber("none");
+    expect(await hub.subscribe(none, "plain", { recent: 20 })).toMatchObject({
+      ok: true,
+      recovered: 0,
+    });
+    for (let i = 1; i <= 3; i++) await hub.publish("kept", text(`k${i}`), false);
+    const s = new FakeSubscriber("s");
+    const subscribing = hub.subscribe(s, "kept", { recent: 20 });
+    // Published while the replay is being fetched: held, then joined after it.
+    await hub.publish("kept", text("k4"), false);
+    await subscribing;
+    await hub.publish("kept", text("k5"), false);
+    expect(s.received).toEqual(["k1", "k2", "k3", "k4", "k5"]);
+  });
+});
+
 describe("slow consumers", () => {
   it("drops messages for a subscriber past the limit (counted), others unaffected", async () => {
     const hub = await makeHub([
