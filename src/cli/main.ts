@@ -25,6 +25,7 @@ A WebSocket application server for TypeScript.
 
 Usage:
   switchboard serve [root] [options]   Serve every module in the service root
+  switchboard connect <url> [options]  Open an interactive session with a WebSocket server
   switchboard --help                   Show this help
   switchboard --version                Print the version
 
@@ -32,10 +33,10 @@ Options:
   -h, --help      Show this help and exit.
   -v, --version   Print the version and exit.
 
-Run 'switchboard serve --help' for the options of serve.
+Run 'switchboard serve --help' or 'switchboard connect --help' for their options.
 `;
 
-const COMMANDS = ["serve"] as const;
+const COMMANDS = ["serve", "connect"] as const;
 
 /**
  * Runs one command line and resolves with the exit code: 0 for success, 1 when the command
@@ -54,6 +55,10 @@ export async function main(argv: readonly string[], io: Partial<CliIo> = {}): Pr
     // Loaded on demand: --help and usage errors never pay for the server and its dependencies.
     const { serve } = await import("./serve.js");
     return serve(rest, cli);
+  }
+  if (command === "connect") {
+    const { runConnect } = await import("./connect.js");
+    return runConnect(rest, { ...cli, stdin: process.stdin });
   }
   if (!command.startsWith("-")) {
     cli.stderr.write(

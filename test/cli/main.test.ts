@@ -67,7 +67,7 @@ describe("main (in process)", () => {
     expect(run.code).toBe(2);
     expect(run.stdout).toBe("");
     expect(run.stderr).toBe(
-      "switchboard: unknown command \"start\" (commands: serve)\nTry 'switchboard --help'.\n",
+      "switchboard: unknown command \"start\" (commands: serve, connect)\nTry 'switchboard --help'.\n",
     );
   });
 
