@@ -19,6 +19,7 @@ import type { Isolation } from "../services/define.js";
 import { ServiceRouter } from "../services/router.js";
 import { ServiceHost, ServiceUnavailable } from "../services/service-host.js";
 import { TopicHub, type TopicPolicy } from "../topics/hub.js";
+import { CLIENT_BUNDLE_PATH, serveClientBundle } from "./client-bundle.js";
 import { type Logger, silentLogger } from "./logger.js";
 import {
   answerUpgradeRequired,
@@ -62,6 +63,11 @@ export interface ServiceServerOptions {
   maxInFlightBytes?: number;
   /** Plain HTTP requests (not upgrades), such as static files; default 426 Upgrade Required. */
   requestHandler?: (req: IncomingMessage, res: ServerResponse) => void;
+  /**
+   * Serve the browser build of `switchboard/client` at /switchboard/client.js (before
+   * requestHandler), so pages import it with no build step. Default true.
+   */
+  clientBundle?: boolean;
   /** Per-topic policies (history, announce, envelope, slow consumers); first match wins. */
   topics?: TopicPolicy[];
   /** Where topics are shared: the in-memory engine by default. */
@@ -273,7 +279,10 @@ export async function startServiceServer(options: ServiceServerOptions): Promise
     });
   };
 
+  const onBundleError = (error: unknown) =>
+    logger.error({ err: error, path: CLIENT_BUNDLE_PATH }, "could not build the browser client");
   const http: Server = createHttpServer((req, res) => {
+    if (options.clientBundle !== false && serveClientBundle(req, res, onBundleError)) return;
     if (options.requestHandler !== undefined) {
       options.requestHandler(req, res);
       return;
