@@ -1,4 +1,4 @@
-import { defineService } from "../../src/index.js";
+import { defineService } from "../../../src/index.js";
 
 /** ws://127.0.0.1:8080/echo — every message comes back with the same opcode. */
 export default defineService({
