@@ -323,7 +323,10 @@ export class WebSocketConnection extends EventEmitter<WebSocketConnectionEvents>
         this.closeRequested = true;
         this.stopHeartbeat();
         this.armCloseTimer();
+        // The reply waits for messages the application sent that are still compressing.
+        if (this.core.closeReplyOwed) this.sender.closeReply();
       },
+      deferCloseReply: () => this.sender.holdsCloseReply,
       inflate: (payload, fin) => this.inflate(payload, fin),
       error: (error) => this.report(error),
       closeTransport: () => this.endTransport(),

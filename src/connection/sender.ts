@@ -12,6 +12,7 @@ import { ConnectionError } from "./errors.js";
 type Operation =
   | { kind: "message"; data: Uint8Array; isBinary: boolean; compress: boolean }
   | { kind: "close"; code: number | undefined; reason: string }
+  | { kind: "close-reply" }
   | { kind: "stream"; run: () => Promise<void>; reject: (error: Error) => void }
   | { kind: "frame"; frame: Uint8Array; write: (frame: Uint8Array) => void }
   | { kind: "pending-frame"; frame: Promise<Uint8Array>; write: (frame: Uint8Array) => void };
@@ -19,6 +20,7 @@ type Operation =
 export class Sender {
   private readonly queue: Operation[] = [];
   private busy = false;
+  private streaming = false;
   private stopped = false;
 
   constructor(
@@ -30,6 +32,16 @@ export class Sender {
   /** True when nothing is compressing, streaming or waiting. */
   get idle(): boolean {
     return !this.busy && this.queue.length === 0;
+  }
+
+  /**
+   * Whether the reply to the peer's close should wait for what is queued (RFC 6455 section
+   * 5.5.1 allows it): whole messages still compressing, yes; a streamed message, no — it waits
+   * on the application's source, which could hold the reply indefinitely, so it is cut short.
+   */
+  get holdsCloseReply(): boolean {
+    if (this.idle || this.streaming) return false;
+    return !this.queue.some((operation) => operation.kind === "stream");
   }
 
   send(data: Uint8Array, isBinary: boolean, compress: boolean): void {
@@ -70,6 +82,19 @@ export class Sender {
       return;
     }
     this.queue.push({ kind: "close", code, reason });
+  }
+
+  /**
+   * The reply to the peer's close, after everything queued before it (the core deferred it,
+   * RFC 6455 section 5.5.1). Dropped by stop().
+   */
+  closeReply(): void {
+    if (this.stopped) return;
+    if (!this.busy && this.queue.length === 0) {
+      this.core.replyClose();
+      return;
+    }
+    this.queue.push({ kind: "close-reply" });
   }
 
   /** Sends one message whose fragments come from `source` (section 5.4). */
@@ -119,6 +144,11 @@ export class Sender {
         this.core.sendClose(operation.code, operation.reason);
         continue;
       }
+      if (operation.kind === "close-reply") {
+        this.queue.shift();
+        this.core.replyClose();
+        continue;
+      }
       if (operation.kind === "message" && !operation.compress) {
         this.queue.shift();
         this.core.sendMessage(operation.data, operation.isBinary);
@@ -130,6 +160,7 @@ export class Sender {
         continue;
       }
       this.busy = true;
+      this.streaming = operation.kind === "stream";
       this.queue.shift();
       const done =
         operation.kind === "stream"
@@ -140,10 +171,12 @@ export class Sender {
       done.then(
         () => {
           this.busy = false;
+          this.streaming = false;
           this.drain();
         },
         (error: Error) => {
           this.busy = false;
+          this.streaming = false;
           // The connection is closing or gone: nothing more can be sent, and that is no failure
           // of ours to report.
           if (this.stopped || this.core.state !== "open" || error instanceof DeflateClosedError) {

@@ -56,6 +56,13 @@ export interface ProtocolHandler {
   error(error: ProtocolError): void;
   /** The transport should be closed now (after writing what was output). */
   closeTransport(): void;
+  /**
+   * Asked when the peer's close frame arrives and none was sent yet: true when messages the
+   * application already sent are still being prepared (compressed) and the reply should follow
+   * them, as section 5.5.1 allows ("MAY delay sending a Close frame until its current message
+   * is sent"). The caller then calls replyClose() once they are out. Absent: reply at once.
+   */
+  deferCloseReply?(): boolean;
 }
 
 export const DEFAULT_MAX_MESSAGE_SIZE = 64 * 1024 * 1024;
@@ -109,6 +116,8 @@ export class Protocol {
   /** Input that arrived while a frame was being inflated. */
   private pending: Buffer[] = [];
   private pendingBytes = 0;
+  /** The code of a peer's close whose reply waits for messages still being prepared. */
+  private owedCloseReply: number | null = null;
   /** Inside parse: input from a re-entrant receive() queues behind the current chunk. */
   private parsing = false;
   /** Inside drainPending: new input queues behind what is being drained. */
@@ -583,6 +592,36 @@ export class Protocol {
       reason = reasonBytes.toString("utf8");
     }
     this.close.received = { code, reason };
+    this.parseState = STOPPED;
+    this.pending = [];
+    if (this.close.state === "open" && this.handler.deferCloseReply?.() === true) {
+      // Nothing more is read; what is being prepared may still be sent, then the reply.
+      this.owedCloseReply = code;
+      this.handler.closeReceived(code, reason);
+      return;
+    }
+    this.answerClose(code);
+    this.handler.closeReceived(code, reason);
+    if (this.role === "server") this.handler.closeTransport();
+  }
+
+  /** True between a deferred close (deferCloseReply) and replyClose(). */
+  get closeReplyOwed(): boolean {
+    return this.owedCloseReply !== null;
+  }
+
+  /** Sends the close reply that deferCloseReply() held back (section 5.5.1). */
+  replyClose(): void {
+    const code = this.owedCloseReply;
+    if (code === null) return;
+    this.owedCloseReply = null;
+    if (this.close.state === "closed") return;
+    this.answerClose(code);
+    // Section 7.1.1: the server closes TCP first; the client waits for it.
+    if (this.role === "server") this.handler.closeTransport();
+  }
+
+  private answerClose(code: number): void {
     if (this.close.state === "open") {
       this.close.initiator = "remote";
       // Echo the code we received (section 5.5.1); no code if the peer sent none.
@@ -591,11 +630,6 @@ export class Protocol {
       this.writeFrame(Opcode.Close, encodeClosePayload(echoCode, ""), true, false);
     }
     this.close.transition("receive-close");
-    this.parseState = STOPPED;
-    this.pending = [];
-    this.handler.closeReceived(code, reason);
-    // Section 7.1.1: the server closes TCP first; the client waits for it.
-    if (this.role === "server") this.handler.closeTransport();
   }
 
   private failed(code: Parameters<typeof protocolError>[0], message: string): false {

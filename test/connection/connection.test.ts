@@ -758,6 +758,38 @@ describe("close timeout", () => {
 });
 
 describe("closing handshake", () => {
+  it("sends messages still compressing before its reply to the peer's close (5.5.1)", async () => {
+    const deflate = {
+      params: {
+        serverNoContextTakeover: false,
+        clientNoContextTakeover: false,
+        serverMaxWindowBits: 15,
+        clientMaxWindowBits: 15,
+      },
+    };
+    const { server, client } = connectedPair({ deflate }, { deflate });
+    // An echo server: each reply is compressed asynchronously.
+    server.on("message", (data: Buffer, isBinary: boolean) =>
+      server.send(data, { binary: isBinary }),
+    );
+    const atServer = record(server);
+    const atClient = record(client);
+    const sent = Array.from({ length: 5 }, (_, i) => `${i} ${"echo me, compressed. ".repeat(120)}`);
+    for (const text of sent) client.send(text);
+    client.close(1000, "done");
+    const [serverClose, clientClose] = await within(
+      Promise.all([atServer.closed, atClient.closed]),
+      WAIT,
+      "both close events",
+    );
+    // Every echo arrived before the close reply, in order.
+    expect(atClient.messages.map((m) => m.data.toString())).toEqual(sent);
+    expect(serverClose).toEqual({ code: 1000, reason: "done" });
+    expect(clientClose.code).toBe(1000);
+    expect(atServer.errors).toEqual([]);
+    expect(atClient.errors).toEqual([]);
+  });
+
   it("client-initiated: codes and reasons on both sides, one close event each", async () => {
     const { server, client } = connectedPair();
     const atServer = record(server);

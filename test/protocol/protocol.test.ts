@@ -777,6 +777,28 @@ describe("closing handshake (section 7)", () => {
     expect(protocol.transportClosed()).toEqual({ code: 1001, reason: "going", wasClean: true });
   });
 
+  it("holds the reply while messages are being prepared, sends them, then replies (5.5.1)", () => {
+    const { protocol, rec } = server();
+    rec.holdCloseReply = true;
+    protocol.receive(frame(0x88, hex`03 e8`));
+    // Nothing is written yet, nothing more is read, and the close is reported.
+    expect(rec.take()).toEqual([{ type: "closeReceived", code: 1000, reason: "" }]);
+    expect(protocol.closeReplyOwed).toBe(true);
+    protocol.receive(frame(0x81, hex`68 69`));
+    expect(rec.take()).toEqual([]);
+    // What was being prepared still goes out, before the reply.
+    expect(protocol.sendMessage(Buffer.from("late"), false)).toBe(true);
+    expect(rec.take()).toEqual([output(hex`81 04 6c 61 74 65`)]);
+    protocol.replyClose();
+    expect(rec.take()).toEqual([output(hex`88 02 03 e8`), { type: "closeTransport" }]);
+    expect(protocol.closeReplyOwed).toBe(false);
+    expect(protocol.state).toBe("closed");
+    expect(protocol.sendMessage(Buffer.from("after"), false)).toBe(false);
+    // A second call does nothing.
+    protocol.replyClose();
+    expect(rec.take()).toEqual([]);
+  });
+
   it("the peer closes a client: the echo is masked and the client waits", () => {
     const { protocol, rec } = client();
     protocol.receive(hex`88 02 03 e9`);

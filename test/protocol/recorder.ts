@@ -75,6 +75,13 @@ export class Recorder implements ProtocolHandler {
     this.events.push({ type: "closeTransport" });
   }
 
+  /** What deferCloseReply() answers (messages still being prepared); false by default. */
+  holdCloseReply = false;
+
+  deferCloseReply(): boolean {
+    return this.holdCloseReply;
+  }
+
   /** Removes and returns everything recorded so far. */
   take(): ProtocolEvent[] {
     return this.events.splice(0, this.events.length);
