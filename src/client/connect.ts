@@ -22,6 +22,10 @@ export interface ConnectOptions {
   maxBufferedBytes?: number;
   heartbeat?: HeartbeatOptions | false;
   closeTimeout?: number;
+  /**
+   * Buffered outgoing bytes above which reading from the server pauses. Default: never (see
+   * connect()); bufferedAmount and 'drain' still report the backlog.
+   */
   highWaterMark?: number;
   /** Milliseconds the opening handshake may take. */
   handshakeTimeout?: number;
@@ -119,7 +123,10 @@ export function connect(
           maxBufferedBytes: options.maxBufferedBytes,
           heartbeat: options.heartbeat ?? false,
           closeTimeout: options.closeTimeout,
-          highWaterMark: options.highWaterMark,
+          // By default a client never stops reading because its own output is backed up:
+          // servers pause reading while their replies are not taken, so a client doing the
+          // same would deadlock with them. Pace sending with bufferedAmount and 'drain'.
+          highWaterMark: options.highWaterMark ?? Number.POSITIVE_INFINITY,
         },
         head,
       );

@@ -143,6 +143,23 @@ describe("connect() to Switchboard's server", () => {
     expect(await within(clientClosed, WAIT, "the client's close event")).toBe(1000);
   });
 
+  it("keeps reading while its own output is backed up, so an echo of 24 MiB cannot deadlock", async () => {
+    // The server stops reading while its replies are not taken; a client that did the same
+    // while its requests are not taken would wait on the server forever.
+    const { server } = await echoServer();
+    const ws = tracked(await connect(server.url("/")));
+    const chunk = Buffer.alloc(1024 * 1024, 0x61);
+    let echoed = 0;
+    let bytes = 0;
+    ws.on("message", (data: Buffer) => {
+      echoed++;
+      bytes += data.length;
+    });
+    for (let i = 0; i < 24; i++) ws.send(chunk);
+    await waitUntil(() => echoed === 24, 20_000, "24 echoes of 1 MiB");
+    expect(bytes).toBe(24 * chunk.length);
+  });
+
   it("sends extra headers and the origin with the request", async () => {
     const { server, accepted } = await echoServer();
     tracked(
