@@ -111,7 +111,15 @@ describe("the chat demo", () => {
   it("runs a room: joins with members, messages, notices and live counts", async () => {
     const bea = await person("Bea");
     await expectMessage(bea, (m) => m.type === "welcome", "welcome");
+    // Someone already online sees the new room appear in the list.
+    const ivy = await person("Ivy");
+    await expectMessage(ivy, (m) => m.type === "welcome", "welcome");
     bea.ws.send(JSON.stringify({ type: "create", room: "books" }));
+    await expectMessage(
+      ivy,
+      (m) => m.type === "room" && (m.room as Json).name === "books",
+      "the new room",
+    );
     const joined = await expectMessage(
       bea,
       (m) => m.type === "joined" && m.room === "books",
@@ -150,7 +158,7 @@ describe("the chat demo", () => {
     dan.ws.send(JSON.stringify({ type: "join", room: "books" }));
     await expectMessage(dan, (m) => m.type === "joined", "joined");
     expect(entries(dan, "books").slice(0, 4)).toEqual(entries(bea, "books").slice(0, 4));
-    for (const c of [bea, cal, dan]) c.ws.close();
+    for (const c of [bea, cal, dan, ivy]) c.ws.close();
   });
 
   it("resumes a page that reconnects: what it missed, once, and no leave/join noise", async () => {
