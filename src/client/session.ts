@@ -543,6 +543,7 @@ class ReconnectingSession extends Emitter<SessionEvents> implements Session {
   private lastClose: CloseInfo | null = null;
   private timer: unknown = null;
   private stopListeningOnline: (() => void) | null = null;
+  private stopListeningOffline: (() => void) | null = null;
   private readonly queue: Array<string | Uint8Array> = [];
   private readonly topicPositions = new Map<string, TopicPosition>();
   private readonly counters: SessionStats = { opens: 0, duplicates: 0, gaps: 0 };
@@ -579,6 +580,7 @@ class ReconnectingSession extends Emitter<SessionEvents> implements Session {
         this.topicPositions.set(topic, Object.freeze({ ...position }));
       }
     }
+    this.listenOffline();
     this.connect();
   }
 
@@ -854,6 +856,8 @@ class ReconnectingSession extends Emitter<SessionEvents> implements Session {
   private finish(close: CloseInfo): void {
     if (this.current === "closed") return;
     this.stopWaiting();
+    this.stopListeningOffline?.();
+    this.stopListeningOffline = null;
     this.queue.length = 0;
     this.lastClose = close;
     const mark = this.move("closed");
@@ -881,6 +885,31 @@ class ReconnectingSession extends Emitter<SessionEvents> implements Session {
     const onOnline = (): void => this.retry();
     target.addEventListener("online", onOnline);
     this.stopListeningOnline = () => target.removeEventListener?.("online", onOnline);
+  }
+
+  /**
+   * A browser that reports it went offline has lost its connection, though TCP may take
+   * minutes to notice (and the page cannot see the server's pings): the session drops it at
+   * once and waits for the network to come back, then resumes.
+   */
+  private listenOffline(): void {
+    const target = globalThis as OnlineTarget;
+    if (typeof target.addEventListener !== "function") return;
+    if (typeof target.removeEventListener !== "function") return;
+    const onOffline = (): void => {
+      const link = this.link;
+      if (link === null || !link.live) return;
+      if (this.current !== "open" && this.current !== "connecting") return;
+      link.live = false;
+      try {
+        link.transport?.close();
+      } catch {
+        // Abandoned either way: its late reports are ignored.
+      }
+      this.lost(link, 1006, "the browser went offline");
+    };
+    target.addEventListener("offline", onOffline);
+    this.stopListeningOffline = () => target.removeEventListener?.("offline", onOffline);
   }
 
   private fail(code: SessionErrorCode, cause: unknown, context?: string): void {

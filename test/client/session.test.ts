@@ -483,6 +483,50 @@ describe("when to reconnect", () => {
     live.close();
     expect([listening.size, timers.pending.length]).toEqual([0, 0]);
   });
+
+  it("drops the connection at once when the browser goes offline, and dials when it is back", async () => {
+    const target = await server();
+    const network = new EventTarget();
+    const scope = globalThis as {
+      addEventListener?: (type: string, listener: () => void) => void;
+      removeEventListener?: (type: string, listener: () => void) => void;
+    };
+    scope.addEventListener = (type, listener) => network.addEventListener(type, listener);
+    scope.removeEventListener = (type, listener) => network.removeEventListener(type, listener);
+    cleanups.push(() => {
+      delete scope.addEventListener;
+      delete scope.removeEventListener;
+    });
+    const timers = manualTimers();
+    const { dialled, dial } = counted();
+    const live = session(target.url("/control"), {
+      timers,
+      dial,
+      backoff: { initialMs: 60_000, maxMs: 60_000 },
+    });
+    await nextEvent(live, "open");
+    const closed = nextEvent(live, "close");
+    network.dispatchEvent(new Event("offline"));
+    // No waiting for TCP to notice: the session is reconnecting now, its backoff armed.
+    expect(live.state).toBe("reconnecting");
+    expect(await closed).toEqual({
+      code: 1006,
+      reason: "the browser went offline",
+      willReconnect: true,
+    });
+    expect(timers.pending.length).toBe(1);
+    // Offline again while waiting: nothing more to drop.
+    network.dispatchEvent(new Event("offline"));
+    expect([live.state, dialled.length]).toEqual(["reconnecting", 1]);
+    const reopened = nextEvent(live, "open");
+    network.dispatchEvent(new Event("online"));
+    await reopened;
+    expect(dialled.length).toBe(2);
+    live.close();
+    // Closed: the session no longer listens.
+    network.dispatchEvent(new Event("offline"));
+    expect(live.state).toBe("closed");
+  });
 });
 
 describe("messages, JSON and events", () => {

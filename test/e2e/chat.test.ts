@@ -1,7 +1,8 @@
 // The chat demo in a real browser (Debian's chromium through playwright-core): two pages join a
 // room, exchange messages and see each other in the member list and the counts; one page loses
 // its network (a proxy between it and the server is cut) and, once it is back, shows what it
-// missed exactly once. A screenshot of the chat is saved to artifacts/chat.png.
+// missed exactly once; a browser switched offline does the same. Screenshots of the chat are
+// saved to artifacts/chat.png and artifacts/chat-phone.png.
 import { existsSync, mkdirSync } from "node:fs";
 import { fileURLToPath } from "node:url";
 import { type Browser, type BrowserContext, chromium, type Page } from "playwright-core";
@@ -127,5 +128,22 @@ describeInBrowser("the chat in a browser", () => {
       "while away 2",
       "welcome back",
     ]);
+  }, 60_000);
+
+  it("a browser that reports it is offline drops at once, and resumes when back online", async () => {
+    const context = ann.context();
+    await context.setOffline(true);
+    // The page hears "offline": the session drops its connection without waiting for TCP.
+    await ann.locator("#state", { hasText: /reconnecting|connecting/ }).waitFor({ timeout: WAIT });
+    await say(bob, "while Ann is offline");
+    await inLog(bob, "while Ann is offline").waitFor({ timeout: WAIT });
+    await context.setOffline(false);
+    await ann.locator("#state", { hasText: "online" }).waitFor({ timeout: 30_000 });
+    await inLog(ann, "while Ann is offline").waitFor({ timeout: WAIT });
+    await say(bob, "seen?");
+    await inLog(ann, "seen?").waitFor({ timeout: WAIT });
+    for (const text of ["while Ann is offline", "seen?", "welcome back", "hi Ann"]) {
+      expect(await inLog(ann, text).count(), text).toBe(1);
+    }
   }, 60_000);
 });
