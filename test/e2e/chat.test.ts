@@ -146,4 +146,35 @@ describeInBrowser("the chat in a browser", () => {
       expect(await inLog(ann, text).count(), text).toBe(1);
     }
   }, 60_000);
+
+  it("refuses a name that is taken, and shows a created room to everyone", async () => {
+    const context = await browser.newContext();
+    contexts.push(context);
+    const page = await context.newPage();
+    await page.goto(`http://127.0.0.1:${server.port}/`);
+    await page.fill("#name", "bob"); // names are unique whatever their case
+    await page.press("#name", "Enter");
+    await page.locator("#name-error", { hasText: "taken" }).waitFor({ timeout: WAIT });
+    expect(await page.isVisible("#name-form")).toBe(true);
+
+    await ann.fill("#new-room", "books");
+    await ann.press("#new-room", "Enter");
+    await ann.locator("#room-title", { hasText: "# books" }).waitFor({ timeout: WAIT });
+    await bob.locator('#room-list button[data-room="books"]').waitFor({ timeout: WAIT });
+    // Bob follows with the keyboard: the room button, then Enter.
+    await bob.focus('#room-list button[data-room="books"]');
+    await bob.keyboard.press("Enter");
+    await bob.locator("#room-title", { hasText: "# books" }).waitFor({ timeout: WAIT });
+    await ann.locator("#member-list li", { hasText: "Bob" }).waitFor({ timeout: WAIT });
+    await say(bob, "a new room");
+    await inLog(ann, "a new room").waitFor({ timeout: WAIT });
+    // The lobby's history is still there when Ann goes back; each room now counts one person.
+    await ann.click('#room-list button[data-room="lobby"]');
+    await inLog(ann, "seen?").waitFor({ timeout: WAIT });
+    for (const room of ["books", "lobby"]) {
+      await bob
+        .locator(`#room-list button[data-room="${room}"] .count`, { hasText: /^1$/ })
+        .waitFor({ timeout: WAIT });
+    }
+  }, 60_000);
 });
