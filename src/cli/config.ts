@@ -5,6 +5,7 @@ import { parseArgs } from "node:util";
 import { z } from "zod";
 import type { Isolation } from "../services/define.js";
 import type { TopicPolicy } from "../topics/hub.js";
+import { describeParseError } from "./parse-error.js";
 
 /**
  * Configuration of `switchboard serve`. Every setting comes from the first of these that gives
@@ -231,20 +232,6 @@ export function parseServeArgs(argv: readonly string[]): FlagsResult {
       version: values.version,
     },
   };
-}
-
-/** node:util's messages are long and name positionals; say what went wrong in a few words. */
-function describeParseError(error: unknown): string {
-  const { code, message } = error as { code?: string; message: string };
-  const option = /'([^']+)'/.exec(message)?.[1] ?? "";
-  const long = /--[\w-]+/.exec(option)?.[0] ?? option;
-  if (code === "ERR_PARSE_ARGS_UNKNOWN_OPTION") return `unknown option ${option}`;
-  if (message.includes("argument missing")) return `${long} needs a value`;
-  if (message.includes("ambiguous")) {
-    return `${long} needs a value (to pass one starting with "-", write ${long}=VALUE)`;
-  }
-  if (message.includes("does not take an argument")) return `${long} does not take a value`;
-  return message.split("\n")[0];
 }
 
 export interface ResolveConfigInput {

@@ -12,6 +12,7 @@ import {
 } from "../protocol/constants.js";
 import { HandshakeError } from "../protocol/handshake.js";
 import type { CliIo } from "./main.js";
+import { describeParseError } from "./parse-error.js";
 
 /**
  * `switchboard connect <url>`: an interactive WebSocket client for poking at a service. Three
@@ -217,20 +218,6 @@ function parseMs(raw: string | undefined, fallback: number, min: number): number
   if (!/^\d+$/.test(raw)) return undefined;
   const ms = Number(raw);
   return ms >= min && ms <= MAX_MS ? ms : undefined;
-}
-
-/** node:util's messages are long and name positionals; say what went wrong in a few words. */
-function describeParseError(error: unknown): string {
-  const { code, message } = error as { code?: string; message: string };
-  const option = /'([^']+)'/.exec(message)?.[1] ?? "";
-  const long = /--[\w-]+/.exec(option)?.[0] ?? option;
-  if (code === "ERR_PARSE_ARGS_UNKNOWN_OPTION") return `unknown option ${option}`;
-  if (message.includes("argument missing")) return `${long} needs a value`;
-  if (message.includes("ambiguous")) {
-    return `${long} needs a value (to pass one starting with "-", write ${long}=VALUE)`;
-  }
-  if (message.includes("does not take an argument")) return `${long} does not take a value`;
-  return message.split("\n")[0];
 }
 
 // ─────────────────────────── input lines ───────────────────────────

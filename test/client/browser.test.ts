@@ -52,12 +52,13 @@ function load(code: string): { lib: BrowserClient; context: vm.Context } {
 }
 
 describe("the browser entry", () => {
-  it("bundles from four modules, none of them Node's", async () => {
+  it("bundles from five modules, none of them Node's", async () => {
     const { code, inputs } = await bundle();
     expect(inputs).toEqual([
       "src/client/browser.ts",
       "src/client/dial-browser.ts",
       "src/client/emitter.ts",
+      "src/client/public.ts",
       "src/client/session.ts",
     ]);
     expect(code).not.toMatch(/\brequire\(|["']node:/);
