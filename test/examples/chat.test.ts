@@ -161,7 +161,7 @@ describe("the chat demo", () => {
     for (const c of [bea, cal, dan, ivy]) c.ws.close();
   });
 
-  it("resumes a page that reconnects: what it missed, once, and no leave/join noise", async () => {
+  it("resumes a page that reconnects: what it missed, once, in order", async () => {
     const session = newSession();
     const eve = await person("Eve", session);
     eve.ws.send(JSON.stringify({ type: "join", room: "random" }));
