@@ -21,6 +21,15 @@
  *   translation unit as the parser that calls them, so the compiler calls or
  *   inlines them directly: the per-frame path costs what it did when every
  *   generator had its own parser.
+ *
+ * A generator whose connections do not fit the frame loop here defines
+ * LOADGEN_OWN_LOOP before including this header and drives them itself
+ * (connect-load.c: every connection there ends in a closing handshake, which
+ * the loop here treats as an error, and each one upgrades with a fresh key).
+ * It then defines no hook but usage, and gets neither the frame parser, nor
+ * the fixed-key upgrade (send_upgrade, handshake_read), nor close_conn, nor
+ * the event loop: the rest, from the error exits to open_connection and
+ * header_value, is the same code.
  */
 
 #ifndef LOADGEN_H
@@ -110,6 +119,7 @@ static inline struct conn *conn_of(struct ws_conn *w) { return (struct conn *)(v
 
 /* Prints the generator's usage to stderr and exits with status 2. */
 static void usage(void) __attribute__((noreturn));
+#ifndef LOADGEN_OWN_LOOP
 /* The TCP connection is up: write the upgrade request, with send_upgrade. */
 static void send_request(struct conn *c);
 /* The server accepted the upgrade: check or adopt the extensions it chose
@@ -123,6 +133,7 @@ static void on_data_start(struct conn *c, int rsv1);
 static void on_data(struct conn *c, const uint8_t *p, size_t n);
 /* The data message is complete; opcode is its first frame's. */
 static void on_message(struct conn *c, int opcode);
+#endif
 
 /* ---------------------------------------------------------------- errors */
 
@@ -420,6 +431,7 @@ static void send_control(struct ws_conn *w, int opcode, const uint8_t *data, siz
   out_append(w, frame, build_frame(frame, data, len, opcode, 0));
 }
 
+#ifndef LOADGEN_OWN_LOOP
 /* Best-effort closing handshake (section 7.1.2), then let the kernel tidy up. */
 static void close_conn(struct ws_conn *w) {
   static const uint8_t normal[2] = {0x03, 0xe8};
@@ -511,6 +523,7 @@ static void parse(struct ws_conn *w, const uint8_t *p, size_t n) {
     if (w->payload_left == 0) frame_done(w);
   }
 }
+#endif
 
 /* ---------------------------------------------------------------- handshake */
 
@@ -539,6 +552,7 @@ static void open_connection(struct ws_conn *w, long id) {
   connecting++;
 }
 
+#ifndef LOADGEN_OWN_LOOP
 /* Writes the upgrade request; `extensions` is empty or whole header lines. */
 static void send_upgrade(struct ws_conn *w, const char *path, const char *extensions) {
   char req[2048];
@@ -560,6 +574,7 @@ static void send_upgrade(struct ws_conn *w, const char *path, const char *extens
   out_flush(w);
   if (!w->want_write) watch(w, 0);
 }
+#endif
 
 static const char *header_value(const char *headers, const char *name, char *out, size_t cap) {
   size_t nl = strlen(name);
@@ -582,6 +597,7 @@ static const char *header_value(const char *headers, const char *name, char *out
   return NULL;
 }
 
+#ifndef LOADGEN_OWN_LOOP
 static void handshake_read(struct ws_conn *w) {
   ssize_t n = read(w->fd, w->hs + w->hs_len, HANDSHAKE_MAX - 1 - w->hs_len);
   if (n < 0) {
@@ -663,5 +679,6 @@ static int poll_events(struct epoll_event *events, int max, int timeout_ms, uint
   for (int i = 0; i < n; i++) on_event(events[i].data.ptr, events[i].events, rbuf);
   return n;
 }
+#endif
 
 #endif
