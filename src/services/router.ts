@@ -1,3 +1,5 @@
+import type { Dirent } from "node:fs";
+import { statSync } from "node:fs";
 import * as fs from "node:fs/promises";
 import * as path from "node:path";
 
@@ -34,9 +36,16 @@ import * as path from "node:path";
  *   real path of the root, with a service extension, not a declaration file (`*.d.ts`,
  *   `*.d.mts`) and with no private segment in its real path either: a symlink is held to the
  *   same rules as the file it points at, so it can neither escape the root nor expose a helper.
- * - Nothing is cached: a module dropped into the root is live on the next request. Each lookup
- *   costs a few asynchronous fs calls, bounded by a budget of directory reads so that symlink
- *   cycles cannot make backtracking explode.
+ * - A module dropped into the root is live on the next request, and a removed one is gone. Each
+ *   directory's listing is kept, with the entry types `readdir` reported, only for as long as
+ *   the directory's change time and modification time are what they were when it was read
+ *   (checked with one `stat` per directory on the path), and never while that time is so recent
+ *   that a change in the same clock tick would leave it equal (the "racy" window git knows from
+ *   its index). Adding, removing, renaming or replacing an entry changes both times, so a kept
+ *   listing is always the directory's current one. A plain file or directory needs no further
+ *   call; a symlink is resolved on every lookup, because its target can change without its
+ *   directory changing. Directory reads are bounded by a budget so that symlink cycles cannot
+ *   make backtracking explode.
  *
  * Every refusal is a plain not-found with a reason for the log; `resolve` never throws for any
  * input. A file is named by its real path relative to the root, so one file has one name and
@@ -154,18 +163,36 @@ interface Listing {
   directories: Set<string>;
   /** `[param]` entries, by parameter name. */
   dynamicDirectories: Dynamic[];
+  /** What `readdir` reported each entry to be. */
+  kinds: Map<string, EntryKind>;
+}
+
+/**
+ * An entry's type as its directory lists it. A "file" or "directory" entry of a real directory
+ * is its own real path; a "symlink" must be resolved.
+ */
+type EntryKind = "file" | "directory" | "symlink" | "other";
+
+function kindOf(entry: Dirent): EntryKind {
+  if (entry.isFile()) return "file";
+  if (entry.isDirectory()) return "directory";
+  if (entry.isSymbolicLink()) return "symlink";
+  return "other";
 }
 
 function extensionRank(entry: string): number {
   return SERVICE_EXTENSIONS.indexOf(path.extname(entry));
 }
 
-function toListing(entries: readonly string[]): Listing {
+function toListing(dirents: readonly Dirent[]): Listing {
   const files = new Map<string, string[]>();
   const dynamicFiles: Dynamic[] = [];
   const directories = new Set<string>();
   const dynamicDirectories: Dynamic[] = [];
-  for (const entry of entries) {
+  const kinds = new Map<string, EntryKind>();
+  for (const dirent of dirents) {
+    const entry = dirent.name;
+    kinds.set(entry, kindOf(dirent));
     const dynamicDirectory = DYNAMIC.exec(entry);
     if (dynamicDirectory) dynamicDirectories.push({ param: dynamicDirectory[1], entry });
     else if (segmentProblem(entry) === undefined) directories.add(entry);
@@ -188,7 +215,77 @@ function toListing(entries: readonly string[]): Listing {
     (a, b) => compareCodeUnits(a.param, b.param) || extensionRank(a.entry) - extensionRank(b.entry),
   );
   dynamicDirectories.sort((a, b) => compareCodeUnits(a.param, b.param));
-  return { files, dynamicFiles, directories, dynamicDirectories };
+  return { files, dynamicFiles, directories, dynamicDirectories, kinds };
+}
+
+/**
+ * A directory's modification time within this many milliseconds of now may still be shared by
+ * a change that is about to happen: timestamps come from a coarse clock (a few milliseconds on
+ * Linux, up to 2 s on some file systems), so a listing read then is not kept.
+ */
+const DEFAULT_RACY_MS = 2_000;
+/** Directories whose listings are kept at most; past it the cache starts over. */
+const MAX_CACHED_LISTINGS = 4_096;
+
+interface CachedListing {
+  listing: Listing;
+  ino: bigint;
+  mtimeNs: bigint;
+  ctimeNs: bigint;
+}
+
+/**
+ * Listings of real directories, valid while each directory's identity and times are unchanged
+ * (see the module comment). The check is a synchronous `stat` of a directory that routing just
+ * used, so it is served from the kernel's inode cache in about a microsecond; asking the thread
+ * pool instead would cost more than the read it saves.
+ */
+class ListingCache {
+  readonly #entries = new Map<string, CachedListing>();
+  /** Directory reads so far, kept or not. */
+  reads = 0;
+
+  constructor(private readonly racyMs: number) {}
+
+  get(directory: string): Listing | undefined {
+    const cached = this.#entries.get(directory);
+    if (cached === undefined) return undefined;
+    const stats = statSync(directory, { bigint: true, throwIfNoEntry: false });
+    if (
+      stats !== undefined &&
+      stats.ino === cached.ino &&
+      stats.mtimeNs === cached.mtimeNs &&
+      stats.ctimeNs === cached.ctimeNs
+    ) {
+      return cached.listing;
+    }
+    this.#entries.delete(directory);
+    return undefined;
+  }
+
+  /** Reads a listing, keeping it when the directory has been still for long enough. */
+  async read(directory: string): Promise<Listing> {
+    // The times are taken before the read: a change during the read leaves them stale, so the
+    // next lookup reads again rather than trusting a listing that may predate the change.
+    const before = await fs.stat(directory, { bigint: true });
+    const listing = toListing(await fs.readdir(directory, { withFileTypes: true }));
+    this.reads++;
+    const newest = before.mtimeMs > before.ctimeMs ? before.mtimeMs : before.ctimeMs;
+    if (Date.now() - Number(newest) > this.racyMs) {
+      if (this.#entries.size >= MAX_CACHED_LISTINGS) this.#entries.clear();
+      this.#entries.set(directory, {
+        listing,
+        ino: before.ino,
+        mtimeNs: before.mtimeNs,
+        ctimeNs: before.ctimeNs,
+      });
+    }
+    return listing;
+  }
+
+  clear(): void {
+    this.#entries.clear();
+  }
 }
 
 type Params = ReadonlyArray<readonly [string, string]>;
@@ -222,6 +319,7 @@ class RootAccess {
   constructor(
     readonly root: string,
     budget: number,
+    private readonly cache: ListingCache,
   ) {
     this.#budget = budget;
     this.#prefix = root.endsWith(path.sep) ? root : root + path.sep;
@@ -235,17 +333,21 @@ class RootAccess {
     }
     this.#budget--;
     try {
-      return toListing(await fs.readdir(directory));
+      return this.cache.get(directory) ?? (await this.cache.read(directory));
     } catch {
       return undefined;
     }
   }
 
-  /** The real path of a directory entry when it is a directory inside the root. */
-  async directory(candidate: string): Promise<string | undefined> {
+  /** The real path of an entry of the real directory `parent` when it is a directory inside the root. */
+  async directory(parent: string, listing: Listing, entry: string): Promise<string | undefined> {
+    const kind = listing.kinds.get(entry);
+    // An entry of a real directory that is not a symlink is its own real path, inside the root.
+    if (kind === "directory") return path.join(parent, entry);
+    if (kind !== "symlink") return undefined;
     let real: string;
     try {
-      real = await fs.realpath(candidate);
+      real = await fs.realpath(path.join(parent, entry));
       if (!(await fs.stat(real)).isDirectory()) return undefined;
     } catch {
       return undefined;
@@ -257,16 +359,24 @@ class RootAccess {
     return real;
   }
 
-  /** The file and name of a directory entry when it is a servable module inside the root. */
-  async file(candidate: string): Promise<Found | undefined> {
+  /** The file and name of an entry of the real directory `parent` when it is a servable module inside the root. */
+  async file(parent: string, listing: Listing, entry: string): Promise<Found | undefined> {
+    const kind = listing.kinds.get(entry);
     let real: string;
     let isFile: boolean;
-    try {
-      real = await fs.realpath(candidate);
-      isFile = (await fs.stat(real)).isFile();
-    } catch {
-      // Gone since the listing, a dangling symlink, or unreadable: as if it were not there.
+    if (kind === "symlink") {
+      try {
+        real = await fs.realpath(path.join(parent, entry));
+        isFile = (await fs.stat(real)).isFile();
+      } catch {
+        // Gone since the listing, a dangling symlink, or unreadable: as if it were not there.
+        return undefined;
+      }
+    } else if (kind === undefined) {
       return undefined;
+    } else {
+      real = path.join(parent, entry);
+      isFile = kind === "file";
     }
     if (!real.startsWith(this.#prefix)) {
       this.refusal = "the module resolves outside the service root";
@@ -296,13 +406,14 @@ class RootAccess {
     return { file: real, name: parts.join("/") };
   }
 
-  /** The first servable entry of `entries` (already in preference order) in `directory`. */
+  /** The first servable entry of `entries` (already in preference order) in `parent`. */
   async firstFile(
-    directory: string,
+    parent: string,
+    listing: Listing,
     entries: readonly string[] | undefined,
   ): Promise<Found | undefined> {
     for (const entry of entries ?? []) {
-      const found = await this.file(path.join(directory, entry));
+      const found = await this.file(parent, listing, entry);
       if (found) return found;
     }
     return undefined;
@@ -325,21 +436,26 @@ class RouteSearch {
 
   run(): Promise<RouteMatch | undefined> {
     const root = this.#access.root;
-    if (this.#segments.length === 0) return this.#index(root, []);
+    if (this.#segments.length === 0) return this.#indexIn(root, []);
     return this.#matchIn(root, 0, []);
   }
 
-  /** `index.*` inside a directory entry, when the entry is a directory. */
-  async #index(candidate: string, params: Params): Promise<RouteMatch | undefined> {
-    const directory = await this.#access.directory(candidate);
-    if (directory === undefined) return undefined;
+  /** `index.*` inside a real directory. */
+  async #indexIn(directory: string, params: Params): Promise<RouteMatch | undefined> {
     const listing = await this.#access.listing(directory);
-    const found = await this.#access.firstFile(directory, listing?.files.get(INDEX));
+    if (listing === undefined) return undefined;
+    const found = await this.#access.firstFile(directory, listing, listing.files.get(INDEX));
     return found && { ...found, params: Object.fromEntries(params) };
   }
 
-  async #fileIn(directory: string, entry: string, params: Params) {
-    const found = await this.#access.file(path.join(directory, entry));
+  /** `index.*` inside a directory entry, when the entry is a directory. */
+  async #index(parent: string, listing: Listing, entry: string, params: Params) {
+    const directory = await this.#access.directory(parent, listing, entry);
+    return directory === undefined ? undefined : this.#indexIn(directory, params);
+  }
+
+  async #fileIn(directory: string, listing: Listing, entry: string, params: Params) {
+    const found = await this.#access.file(directory, listing, entry);
     return found && { ...found, params: Object.fromEntries(params) };
   }
 
@@ -351,17 +467,20 @@ class RouteSearch {
 
     if (at === this.#segments.length - 1) {
       const staticFile: Attempt = async () => {
-        const found = await this.#access.firstFile(directory, listing.files.get(segment));
+        const found = await this.#access.firstFile(directory, listing, listing.files.get(segment));
         return found && { ...found, params: Object.fromEntries(params) };
       };
       const staticIndex: Attempt = async () =>
         listing.directories.has(segment)
-          ? this.#index(path.join(directory, segment), params)
+          ? this.#index(directory, listing, segment, params)
           : undefined;
       const dynamicFile: Attempt = async () => {
         for (const { param, entry } of listing.dynamicFiles) {
           if (isBound(params, param)) continue;
-          const found = await this.#fileIn(directory, entry, [...params, [param, segment]]);
+          const found = await this.#fileIn(directory, listing, entry, [
+            ...params,
+            [param, segment],
+          ]);
           if (found) return found;
         }
         return undefined;
@@ -369,10 +488,7 @@ class RouteSearch {
       const dynamicIndex: Attempt = async () => {
         for (const { param, entry } of listing.dynamicDirectories) {
           if (isBound(params, param)) continue;
-          const found = await this.#index(path.join(directory, entry), [
-            ...params,
-            [param, segment],
-          ]);
+          const found = await this.#index(directory, listing, entry, [...params, [param, segment]]);
           if (found) return found;
         }
         return undefined;
@@ -389,7 +505,7 @@ class RouteSearch {
     }
 
     if (listing.directories.has(segment)) {
-      const next = await this.#access.directory(path.join(directory, segment));
+      const next = await this.#access.directory(directory, listing, segment);
       if (next !== undefined) {
         const found = await this.#matchIn(next, at + 1, params);
         if (found) return found;
@@ -398,7 +514,7 @@ class RouteSearch {
     // Backtracking: the static directory had nothing for the rest of the path.
     for (const { param, entry } of listing.dynamicDirectories) {
       if (isBound(params, param)) continue;
-      const next = await this.#access.directory(path.join(directory, entry));
+      const next = await this.#access.directory(directory, listing, entry);
       if (next === undefined) continue;
       const found = await this.#matchIn(next, at + 1, [...params, [param, segment]]);
       if (found) return found;
@@ -430,13 +546,29 @@ async function realDirectory(root: string): Promise<string> {
   return real;
 }
 
+export interface ServiceRouterOptions {
+  /**
+   * How long ago, in milliseconds, a directory must last have changed for its listing to be kept
+   * between lookups (default 2000). Lower only where the file system's timestamps are known to
+   * be fine-grained, such as in tests.
+   */
+  racyMs?: number;
+}
+
 export class ServiceRouter {
   readonly #input: string;
   #realRoot: string | undefined;
   #rootPromise: Promise<string> | undefined;
+  readonly #listings: ListingCache;
 
-  constructor(root: string) {
+  constructor(root: string, options: ServiceRouterOptions = {}) {
     this.#input = path.resolve(root);
+    this.#listings = new ListingCache(options.racyMs ?? DEFAULT_RACY_MS);
+  }
+
+  /** Directories read from the file system so far; a kept listing is not read again. */
+  get directoryReads(): number {
+    return this.#listings.reads;
   }
 
   /**
@@ -457,7 +589,7 @@ export class ServiceRouter {
     try {
       const parsed = parsePath(pathname);
       if (!parsed.ok) return { found: false, reason: parsed.reason };
-      const access = new RootAccess(root, RESOLVE_BUDGET);
+      const access = new RootAccess(root, RESOLVE_BUDGET, this.#listings);
       const match = await new RouteSearch(access, parsed.segments, parsed.trailingSlash).run();
       if (match) return { found: true, match };
       if (access.exhausted) {
@@ -476,7 +608,7 @@ export class ServiceRouter {
    */
   async list(): Promise<Array<{ file: string; name: string }>> {
     const root = await this.#root();
-    const access = new RootAccess(root, LIST_BUDGET);
+    const access = new RootAccess(root, LIST_BUDGET, this.#listings);
     const found = new Map<string, string>();
     const visited = new Set<string>();
 
@@ -492,25 +624,27 @@ export class ServiceRouter {
       };
       // A directory at the last allowed depth is reachable only as "<path>/".
       if (depth === MAX_SEGMENTS) {
-        add(await access.firstFile(directory, listing.files.get(INDEX)));
+        add(await access.firstFile(directory, listing, listing.files.get(INDEX)));
         return;
       }
-      for (const entries of listing.files.values()) add(await access.firstFile(directory, entries));
+      for (const entries of listing.files.values()) {
+        add(await access.firstFile(directory, listing, entries));
+      }
       for (const { param, entry } of listing.dynamicFiles) {
         if (bound.includes(param)) continue;
-        const file = await access.file(path.join(directory, entry));
+        const file = await access.file(directory, listing, entry);
         if (file) {
           add(file);
           break;
         }
       }
       for (const entry of listing.directories) {
-        const next = await access.directory(path.join(directory, entry));
+        const next = await access.directory(directory, listing, entry);
         if (next !== undefined) await walk(next, depth + 1, bound);
       }
       for (const { param, entry } of listing.dynamicDirectories) {
         if (bound.includes(param)) continue;
-        const next = await access.directory(path.join(directory, entry));
+        const next = await access.directory(directory, listing, entry);
         if (next !== undefined) await walk(next, depth + 1, [...bound, param]);
       }
     };
@@ -527,9 +661,10 @@ export class ServiceRouter {
       .sort((a, b) => compareCodeUnits(a.name, b.name));
   }
 
-  /** Forgets the root's real path, so the next call resolves it again. Nothing else is cached. */
+  /** Forgets the root's real path and every kept listing, so the next call reads them again. */
   invalidate(): void {
     this.#rootPromise = undefined;
+    this.#listings.clear();
   }
 
   #root(): Promise<string> {

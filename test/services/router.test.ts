@@ -226,6 +226,111 @@ describe("ServiceRouter: static routes", () => {
   });
 });
 
+describe("ServiceRouter: kept listings", () => {
+  /** Listings are kept once a directory has been still for this long (the default is 2 s). */
+  const racyMs = 100;
+  const settle = () => new Promise((resolve) => setTimeout(resolve, racyMs * 2));
+
+  async function settledRoot(name: string, files: readonly string[]): Promise<string> {
+    const root = path.join(base, name);
+    await fs.mkdir(root);
+    await writeTree(root, files);
+    await settle();
+    return root;
+  }
+
+  it("reads a still directory once and answers from its listing afterwards", async () => {
+    const root = await settledRoot("kept", ["echo.ts", "chat/[room].ts", "chat/index.ts"]);
+    const router = new ServiceRouter(root, { racyMs });
+    expectFound(await router.resolve("/echo"), "echo.ts");
+    expectFound(await router.resolve("/chat/lobby"), "chat/[room].ts", { room: "lobby" });
+    const reads = router.directoryReads;
+    expect(reads).toBe(2);
+    for (let i = 0; i < 20; i++) {
+      expectFound(await router.resolve("/echo"), "echo.ts");
+      expectFound(await router.resolve(`/chat/r${i}`), "chat/[room].ts", { room: `r${i}` });
+      expectFound(await router.resolve("/chat/"), "chat/index.ts");
+      expectNotFound(await router.resolve("/missing"));
+    }
+    expect(router.directoryReads).toBe(reads);
+  });
+
+  it("does not keep a listing of a directory that has just changed", async () => {
+    const root = path.join(base, "racy");
+    await fs.mkdir(root);
+    await writeTree(root, ["echo.ts"]);
+    const router = new ServiceRouter(root);
+    expectFound(await router.resolve("/echo"), "echo.ts");
+    expectFound(await router.resolve("/echo"), "echo.ts");
+    expect(router.directoryReads).toBe(2);
+  });
+
+  it("sees every change to a kept directory on the next lookup", async () => {
+    const root = await settledRoot("changing", ["echo.ts", "gone.ts", "swap.ts", "room/index.ts"]);
+    const router = new ServiceRouter(root, { racyMs });
+    expectFound(await router.resolve("/echo"), "echo.ts");
+    expectFound(await router.resolve("/gone"), "gone.ts");
+    expectFound(await router.resolve("/swap"), "swap.ts");
+    expectFound(await router.resolve("/room/"), "room/index.ts");
+    const reads = router.directoryReads;
+    expectFound(await router.resolve("/echo"), "echo.ts");
+    expect(router.directoryReads).toBe(reads);
+
+    // Added, removed, replaced by a directory, and a directory renamed: each changes the
+    // directory's times, so no stale answer survives the change.
+    await writeTree(root, ["fresh.ts"]);
+    expectFound(await router.resolve("/fresh"), "fresh.ts");
+    await fs.rm(path.join(root, "gone.ts"));
+    expectNotFound(await router.resolve("/gone"));
+    await fs.rm(path.join(root, "swap.ts"));
+    await fs.mkdir(path.join(root, "swap.ts"));
+    expectNotFound(await router.resolve("/swap"), /not a regular file/);
+    await fs.rename(path.join(root, "room"), path.join(root, "moved"));
+    expectNotFound(await router.resolve("/room/"));
+    expectFound(await router.resolve("/moved/"), "moved/index.ts");
+    expect(router.directoryReads).toBeGreaterThan(reads);
+  });
+
+  it("sees a change deep in a kept tree", async () => {
+    const root = await settledRoot("deep-change", ["a/b/c.ts"]);
+    const router = new ServiceRouter(root, { racyMs });
+    expectFound(await router.resolve("/a/b/c"), "a/b/c.ts");
+    await settle();
+    expectFound(await router.resolve("/a/b/c"), "a/b/c.ts");
+    await writeTree(root, ["a/b/d.ts"]);
+    expectFound(await router.resolve("/a/b/d"), "a/b/d.ts");
+    await fs.rm(path.join(root, "a", "b", "c.ts"));
+    expectNotFound(await router.resolve("/a/b/c"));
+  });
+
+  it("follows a symlink on every lookup, because its target can change alone", async () => {
+    const root = await settledRoot("relink", ["real/one.ts", "real/two.ts", "real/_helper.ts"]);
+    await fs.symlink("real/one.ts", path.join(root, "link.ts"));
+    await fs.symlink("real", path.join(root, "dir"));
+    await settle();
+    const router = new ServiceRouter(root, { racyMs });
+    expectFound(await router.resolve("/link"), "real/one.ts");
+    expectFound(await router.resolve("/dir/two"), "real/two.ts");
+    // Rewriting the target of an existing link in place is not possible; replacing the file a
+    // link points at leaves the link's directory untouched.
+    await fs.rm(path.join(root, "real", "one.ts"));
+    await fs.symlink("_helper.ts", path.join(root, "real", "one.ts"));
+    expectNotFound(await router.resolve("/link"), /not a servable module/);
+    await fs.rm(path.join(root, "real", "one.ts"));
+    expectNotFound(await router.resolve("/link"));
+  });
+
+  it("invalidate() forgets every kept listing", async () => {
+    const root = await settledRoot("forget", ["echo.ts"]);
+    const router = new ServiceRouter(root, { racyMs });
+    expectFound(await router.resolve("/echo"), "echo.ts");
+    const reads = router.directoryReads;
+    router.invalidate();
+    expectFound(await router.resolve("/echo"), "echo.ts");
+    expect(router.directoryReads).toBe(reads + 1);
+  });
+});
+
 describe("ServiceRouter: dynamic segments", () => {
   it("serves /chat/anything from chat/[room].ts with params.room", async () => {
     const match = expectFound(
