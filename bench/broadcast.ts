@@ -1,14 +1,17 @@
-// `npm run bench:broadcast`: fan-out throughput. One publisher, 1,000 subscribers, 64-byte
-// messages: how many deliveries per second (messages received by subscribers, summed) a server
-// sustains, for Switchboard (a service in a worker thread publishing to a topic; the fan-out
-// runs on the I/O thread), for the `ws` package (a loop over the subscribers calling `send`) and
-// for uWebSockets.js (its topic publish), when the `uwebsockets` package is installed.
+// `npm run bench:broadcast`: fan-out throughput. 1,000 subscribers, 64-byte messages, two cases:
+// one publisher to all of them on one topic, and 100 publishers into 10 topics of 100
+// subscribers. The figure is how many deliveries per second (messages received by subscribers,
+// summed) a server sustains, for Switchboard (a service on the I/O thread and in a worker thread
+// publishing to topics; the fan-out runs on the I/O thread), for the `ws` package (a loop over a
+// topic's subscribers calling `send`) and for uWebSockets.js (its topic publish), when the
+// `uwebsockets` package is installed.
 //
 // Each server runs alone in its own Node process, pinned to one core; the C load generator
 // (bench/loadgen/broadcast-load.c, compiled here with the system `cc`) runs pinned to the other.
-// It keeps at most W messages outstanding (sent and not yet received by every subscriber) and
-// verifies that every subscriber receives every message exactly once and in order. Each server
-// is measured in turn, rotating which goes first, for several rounds; the tables show medians,
+// Each publisher keeps at most W messages outstanding (sent and not yet received by every
+// subscriber of its topic), and every subscriber must receive every message of its topic's
+// publishers exactly once and in each publisher's order. Each server is measured in turn,
+// rotating which goes first, for several rounds; the tables show medians, latency percentiles,
 // ratios and the CPU each side used. See docs/benchmarks.md for how to read the output.
 import { type ChildProcess, spawn, spawnSync } from "node:child_process";
 import { mkdirSync, statSync, writeFileSync } from "node:fs";
@@ -20,6 +23,7 @@ import {
   buildDir,
   compileLoadgen,
   descendantsCpuS,
+  formatMs,
   formatPct,
   formatRate,
   formatRatio,
@@ -41,7 +45,10 @@ import {
 const loadgenSource = path.join(benchDir, "loadgen", "broadcast-load.c");
 const loadgenBinary = path.join(buildDir, "broadcast-load");
 
-/** What the product asks of Switchboard's fan-out, in deliveries/s relative to each peer. */
+/**
+ * What the product asks of Switchboard's fan-out, in deliveries/s relative to each peer: of the
+ * service on the I/O thread (isolation main), with one publisher and one topic.
+ */
 const TARGETS = { ws: 3, uws: 0.5 } as const;
 /** Above this share of one core the generator may itself be what limits throughput. */
 const GENERATOR_CPU_WARN_PCT = 80;
@@ -62,12 +69,23 @@ type Isolation = "main" | "worker" | "process";
 const ISOLATIONS: readonly Isolation[] = ["main", "worker", "process"];
 type Peer = "ws" | "uws";
 
+/** A case: P publishers into T topics; the subscribers are spread evenly over the topics. */
+interface Shape {
+  publishers: number;
+  topics: number;
+}
+const SHAPES: readonly Shape[] = [
+  { publishers: 1, topics: 1 },
+  { publishers: 100, topics: 10 },
+];
+
 interface Options {
   quick: boolean;
   rounds: number;
   warmupMs: number;
   durationMs: number;
   subs: number;
+  cases: Shape[];
   size: number;
   window: number;
   binary: boolean;
@@ -81,6 +99,8 @@ interface ServerSpec {
   /** Column label. */
   name: string;
   kind: "switchboard" | Peer;
+  /** Where the service runs, for Switchboard. */
+  isolation?: Isolation;
   script: string;
   args: string[];
 }
@@ -88,6 +108,8 @@ interface ServerSpec {
 /** One line of the generator's JSON output (see broadcast-load.c). */
 interface LoadResult {
   ok: true;
+  publishers: number;
+  topics: number;
   subs: number;
   size: number;
   window: number;
@@ -95,18 +117,26 @@ interface LoadResult {
   join_s: number;
   probes: number;
   duration_s: number;
+  /** From the end of the measured window until everything sent had reached everyone. */
+  drain_s: number;
   deliveries: number;
   deliveries_per_s: number;
   messages: number;
   msgs_per_s: number;
   verified_messages: number;
+  /** Per delivery in the measured window: from the publisher's write to the arrival. */
   latency_samples: number;
   latency_p50_ms: number;
   latency_p99_ms: number;
+  latency_p999_ms: number;
   latency_max_ms: number;
   reads: number;
+  /** Deliveries to each subscriber in the measured window, fewest and most. */
   sub_min: number;
   sub_max: number;
+  /** Messages of each publisher that completed in the measured window, fewest and most. */
+  pub_min: number;
+  pub_max: number;
   gen_cpu_pct: number;
   server_cpu_s: number;
   server_cpu_pct: number;
@@ -133,11 +163,15 @@ const USAGE = `usage: npm run bench:broadcast -- [options]
   --warmup-ms N         warm-up before each measurement (default 1000)
   --duration-ms N       measured window per run (default 3000)
   --subs N              subscriber connections (default 1000)
+  --cases P:T,...       the cases, as publishers:topics (default 1:1,100:10); the subscribers are
+                        spread evenly over the topics (subscriber i on topic i % T), publisher j
+                        publishes to topic j % T; T may not exceed P nor --subs
   --size N              message size in bytes, at least 16 (default 64)
-  --window N            messages outstanding at most: sent and not yet received by every
-                        subscriber (default 32)
+  --window N            messages outstanding at most per publisher: sent and not yet received by
+                        every subscriber of its topic (default 32)
   --binary              binary messages (default text)
-  --isolation A,B       where the Switchboard service runs: main, worker, process (default worker)
+  --isolation A,B       where the Switchboard service runs: main, worker, process (default
+                        main,worker; the targets apply to main)
   --peers A,B           servers to compare with: ws, uws, or none (default ws,uws; uws is
                         skipped with a notice when the uwebsockets package does not load)
   --no-pin              do not pin the server and the generator to separate cores
@@ -151,11 +185,12 @@ function parseOptions(argv: string[]): Options {
     warmupMs: 1000,
     durationMs: 3000,
     subs: 1000,
+    cases: [...SHAPES],
     size: 64,
     window: 32,
     binary: false,
     pin: true,
-    isolation: ["worker"],
+    isolation: ["main", "worker"],
     peers: ["ws", "uws"],
   };
   const explicit = new Set<string>();
@@ -204,6 +239,16 @@ function parseOptions(argv: string[]): Options {
       case "--subs":
         opts.subs = int(arg, argv[++i], 1, 15_000);
         break;
+      case "--cases":
+        opts.cases = (argv[++i] ?? "").split(",").map((item) => {
+          const [p, t, ...rest] = item.split(":");
+          if (rest.length > 0 || t === undefined) {
+            throw new Error(`--cases takes publishers:topics pairs such as 100:10, got ${item}`);
+          }
+          const publishers = int(arg, p, 1, 4096);
+          return { publishers, topics: int(arg, t, 1, publishers) };
+        });
+        break;
       case "--size":
         opts.size = int(arg, argv[++i], 16, 65_535);
         break;
@@ -226,6 +271,9 @@ function parseOptions(argv: string[]): Options {
     }
   }
   if (opts.isolation.length === 0) throw new Error("--isolation needs at least one mode");
+  for (const { topics } of opts.cases) {
+    if (topics > opts.subs) throw new Error(`${topics} topics need at least ${topics} --subs`);
+  }
   if (opts.quick) {
     // Explicit flags win over the --quick defaults.
     if (!explicit.has("--rounds")) opts.rounds = 1;
@@ -314,7 +362,12 @@ function uwsAvailability(): { ok: true; version: string } | { ok: false; why: st
 
 // ---------------------------------------------------------------- load generator
 
-function runLoad(server: RunningServer, opts: Options, where: Placement): Promise<RunOutcome> {
+function runLoad(
+  server: RunningServer,
+  shape: Shape,
+  opts: Options,
+  where: Placement,
+): Promise<RunOutcome> {
   const args = [
     "--port",
     String(server.port),
@@ -322,6 +375,10 @@ function runLoad(server: RunningServer, opts: Options, where: Placement): Promis
     "/topic",
     "--publisher-query",
     "role=publisher",
+    "--publishers",
+    String(shape.publishers),
+    "--topics",
+    String(shape.topics),
     "--subs",
     String(opts.subs),
     "--size",
@@ -342,7 +399,9 @@ function runLoad(server: RunningServer, opts: Options, where: Placement): Promis
   if (opts.binary) args.push("--binary");
   if (where.generatorCpu !== undefined) args.push("--cpu", String(where.generatorCpu));
   if (where.serverCpu !== undefined) args.push("--server-cpu", String(where.serverCpu));
-  const limitMs = CONNECT_TIMEOUT_MS + opts.warmupMs + opts.durationMs + 2 * STALL_MS + 5_000;
+  // The drain after the window lasts as long as messages keep completing; a slow server takes
+  // seconds to deliver the last windows of 100 publishers.
+  const limitMs = CONNECT_TIMEOUT_MS + opts.warmupMs + opts.durationMs + 30_000;
   const childrenBefore = descendantsCpuS(server.pid);
   const stealBefore = machineStealS();
   const startedAt = performance.now();
@@ -418,8 +477,10 @@ interface Summary {
   msgsPerS: number;
   /** Deliveries per CPU-second of the server: efficiency, robust to other load. */
   deliveriesPerServerCpuS: number;
+  /** Medians across rounds of each round's percentile of the deliveries' latency. */
   latencyP50Ms: number;
   latencyP99Ms: number;
+  latencyP999Ms: number;
   serverCpuPct: number;
   /** Busy share of the server's core, softirqs (loopback TCP) included. */
   serverCorePct: number;
@@ -447,6 +508,7 @@ function summarize(runs: RunOutcome[]): Summary {
     ),
     latencyP50Ms: median(ok.map((run) => run.latency_p50_ms)),
     latencyP99Ms: median(ok.map((run) => run.latency_p99_ms)),
+    latencyP999Ms: median(ok.map((run) => run.latency_p999_ms)),
     serverCpuPct: median(ok.map(serverCpuPct)),
     serverCorePct: median(ok.map(serverCorePct)),
     serverCoreIrqPct: median(ok.map((run) => run.server_core_irq_pct)),
@@ -459,8 +521,6 @@ function summarize(runs: RunOutcome[]): Summary {
     errors: runs.flatMap((run) => (run.ok ? [] : [run.error])),
   };
 }
-
-const formatMs = (n: number) => (Number.isFinite(n) ? n.toFixed(1) : "-");
 
 /** Whether a ratio reaches its target, by deliveries/s and by deliveries per server CPU-s. */
 function verdictOf(
@@ -476,11 +536,20 @@ function verdictOf(
 
 // ---------------------------------------------------------------- main
 
+/** "1 -> 1,000", "100 publishers -> 10 topics x 100". */
+function caseLabel({ publishers, topics }: Shape, subs: number): string {
+  const from = publishers === 1 ? "1" : `${formatRate(publishers)} publishers`;
+  const to =
+    topics === 1 ? formatRate(subs) : `${formatRate(topics)} topics x ${formatRate(subs / topics)}`;
+  return `${from} -> ${to}`;
+}
+
 function serverSpecs(opts: Options, uws: boolean): ServerSpec[] {
   const script = (file: string) => path.join("bench", "servers", file);
   const specs: ServerSpec[] = opts.isolation.map((isolation) => ({
     name: opts.isolation.length === 1 ? "switchboard" : `switchboard ${isolation}`,
     kind: "switchboard",
+    isolation,
     script: script("switchboard-broadcast.ts"),
     args: ["--isolation", isolation],
   }));
@@ -518,14 +587,18 @@ async function main(): Promise<number> {
   const specs = serverSpecs(opts, uwsVersion !== undefined);
   const where = placement(opts.pin);
   const backgroundPct = await idleLoadPct(1000);
-  const perRunS = (opts.warmupMs + opts.durationMs + PAUSE_MS) / 1000 + 0.6;
-  const estimateS = Math.ceil(specs.length * opts.rounds * perRunS + specs.length * 2);
+  const perRunS = (opts.warmupMs + opts.durationMs + PAUSE_MS) / 1000 + 0.8;
+  const estimateS = Math.ceil(
+    specs.length * opts.cases.length * opts.rounds * perRunS + specs.length * 2,
+  );
 
   console.log(
-    `broadcast over loopback: 1 publisher, ${opts.subs} subscribers, ${opts.size}-byte ` +
-      `${opts.binary ? "binary" : "text"} messages, at most ${opts.window} outstanding; ` +
-      `${opts.rounds} round(s) of ${opts.warmupMs} ms warm-up + ${opts.durationMs} ms measured`,
+    `broadcast over loopback: ${opts.subs} subscribers, ${opts.size}-byte ` +
+      `${opts.binary ? "binary" : "text"} messages, at most ${opts.window} outstanding per ` +
+      `publisher; ${opts.rounds} round(s) of ${opts.warmupMs} ms warm-up + ${opts.durationMs} ms ` +
+      "measured per case and server",
   );
+  console.log(`cases: ${opts.cases.map((shape) => caseLabel(shape, opts.subs)).join(", ")}`);
   console.log(
     `node ${process.version}, ws ${packageVersion("ws")}` +
       `${uwsVersion ? `, uwebsockets ${uwsVersion}` : ""}, ${os.cpus()[0]?.model ?? "unknown CPU"}, ` +
@@ -541,134 +614,160 @@ async function main(): Promise<number> {
   }
   console.log("");
 
-  const runs: Record<string, RunOutcome[]> = Object.fromEntries(specs.map((s) => [s.name, []]));
+  const cases = opts.cases.map((shape) => ({
+    ...shape,
+    label: caseLabel(shape, opts.subs),
+    runs: Object.fromEntries(specs.map((s) => [s.name, [] as RunOutcome[]])),
+  }));
+  const labelWidth = Math.max(...cases.map((c) => c.label.length));
   const servers: RunningServer[] = [];
   try {
+    // Every server serves every case: the topic and the role are in each connection's query.
     for (const spec of specs) servers.push(await startServer(spec, where));
     for (let round = 0; round < opts.rounds; round++) {
-      // Rotate who goes first so no server always runs on a freshly warmed machine.
-      const shift = round % servers.length;
-      const order = [...servers.slice(shift), ...servers.slice(0, shift)];
-      for (const server of order) {
-        const outcome = await runLoad(server, opts, where);
-        runs[server.spec.name].push(outcome);
-        const shown = outcome.ok
-          ? `${formatRate(outcome.deliveries_per_s)} deliveries/s, ` +
-            `${formatRate(outcome.msgs_per_s)} msg/s, p50 ${formatMs(outcome.latency_p50_ms)} ms ` +
-            `(server ${formatPct(serverCpuPct(outcome))}, its core ${formatPct(serverCorePct(outcome))}, ` +
-            `generator ${formatPct(outcome.gen_cpu_pct)}, ` +
-            `other ${formatPct(otherLoadPct(outcome))}` +
-            `${(outcome.steal_pct ?? 0) >= 1 ? `, stolen ${formatPct(outcome.steal_pct!)}` : ""})`
-          : `error: ${outcome.error}`;
-        console.log(`  round ${round + 1}/${opts.rounds}  ${server.spec.name.padEnd(20)} ${shown}`);
-        await sleep(PAUSE_MS);
+      for (const [index, entry] of cases.entries()) {
+        // Rotate who goes first so no server always runs on a freshly warmed machine.
+        const shift = (round + index) % servers.length;
+        const order = [...servers.slice(shift), ...servers.slice(0, shift)];
+        for (const server of order) {
+          const outcome = await runLoad(server, entry, opts, where);
+          entry.runs[server.spec.name].push(outcome);
+          const shown = outcome.ok
+            ? `${formatRate(outcome.deliveries_per_s)} deliveries/s, ` +
+              `${formatRate(outcome.msgs_per_s)} msg/s, p50 ${formatMs(outcome.latency_p50_ms)} ms ` +
+              `(server ${formatPct(serverCpuPct(outcome))}, its core ${formatPct(serverCorePct(outcome))}, ` +
+              `generator ${formatPct(outcome.gen_cpu_pct)}, ` +
+              `other ${formatPct(otherLoadPct(outcome))}` +
+              `${(outcome.steal_pct ?? 0) >= 1 ? `, stolen ${formatPct(outcome.steal_pct!)}` : ""})`
+            : `error: ${outcome.error}`;
+          console.log(
+            `  round ${round + 1}/${opts.rounds}  ${entry.label.padEnd(labelWidth)}  ` +
+              `${server.spec.name.padEnd(18)} ${shown}`,
+          );
+          await sleep(PAUSE_MS);
+        }
       }
     }
   } finally {
     await Promise.all(servers.map(stopServer));
   }
 
-  const summaries: Record<string, Summary> = {};
   const warnings: string[] = [];
   let failed = false;
-  for (const spec of specs) {
-    const summary = summarize(runs[spec.name]);
-    summaries[spec.name] = summary;
-    const name = spec.name;
-    for (const error of summary.errors) {
-      failed = true;
-      warnings.push(`${name}: ${error}`);
+  const results = cases.map((entry) => {
+    const summaries: Record<string, Summary> = {};
+    for (const spec of specs) {
+      const summary = summarize(entry.runs[spec.name]);
+      summaries[spec.name] = summary;
+      const name = `${entry.label}, ${spec.name}`;
+      for (const error of summary.errors) {
+        failed = true;
+        warnings.push(`${name}: ${error}`);
+      }
+      if (summary.generatorCpuPct > GENERATOR_CPU_WARN_PCT) {
+        warnings.push(
+          `${name}: the generator used ${formatPct(summary.generatorCpuPct)} of a core; it may ` +
+            "be the bottleneck, so this figure understates the server",
+        );
+      }
+      if (summary.serverCorePct < SERVER_CPU_WARN_PCT) {
+        warnings.push(
+          `${name}: the server's core was busy only ${formatPct(summary.serverCorePct)} of the ` +
+            "time (its process and the kernel's network work together); something other than " +
+            "the server limited throughput",
+        );
+      }
+      if (summary.disturbedRuns > 0) {
+        warnings.push(
+          `${name}: ${summary.disturbedRuns} of ${opts.rounds} run(s) shared the machine with ` +
+            `other processes (over ${OTHER_LOAD_WARN_PCT}% of a core); the per CPU-s figure is ` +
+            "the better guide",
+        );
+      }
+      if (summary.stolenRuns > 0) {
+        warnings.push(
+          `${name}: in ${summary.stolenRuns} of ${opts.rounds} run(s) the hypervisor took over ` +
+            `${STEAL_WARN_PCT}% of a core away (steal time)`,
+        );
+      }
     }
-    if (summary.generatorCpuPct > GENERATOR_CPU_WARN_PCT) {
-      warnings.push(
-        `${name}: the generator used ${formatPct(summary.generatorCpuPct)} of a core; it may be ` +
-          "the bottleneck, so this figure understates the server",
-      );
-    }
-    if (summary.serverCorePct < SERVER_CPU_WARN_PCT) {
-      warnings.push(
-        `${name}: the server's core was busy only ${formatPct(summary.serverCorePct)} of the time ` +
-          "(its process and the kernel's network work together); something other than the " +
-          "server limited throughput",
-      );
-    }
-    if (summary.disturbedRuns > 0) {
-      warnings.push(
-        `${name}: ${summary.disturbedRuns} of ${opts.rounds} run(s) shared the machine with other ` +
-          `processes (over ${OTHER_LOAD_WARN_PCT}% of a core); the per CPU-s figure is the better guide`,
-      );
-    }
-    if (summary.stolenRuns > 0) {
-      warnings.push(
-        `${name}: in ${summary.stolenRuns} of ${opts.rounds} run(s) the hypervisor took over ` +
-          `${STEAL_WARN_PCT}% of a core away (steal time)`,
-      );
-    }
-  }
+    return { ...entry, subsPerTopic: opts.subs / entry.topics, summary: summaries };
+  });
 
-  const rows = [
-    [
-      "server",
-      "deliveries/s",
-      "msg/s",
-      "per CPU-s",
-      "p50 ms",
-      "p99 ms",
-      "server CPU",
-      "core (irq)",
-      "generator CPU",
-      "RSS MiB",
-      "per read",
-      "spread",
-    ],
-  ];
-  for (const spec of specs) {
-    const s = summaries[spec.name];
-    rows.push([
-      spec.name,
-      formatRate(s.deliveriesPerS),
-      formatRate(s.msgsPerS),
-      formatRate(s.deliveriesPerServerCpuS),
-      formatMs(s.latencyP50Ms),
-      formatMs(s.latencyP99Ms),
-      formatPct(s.serverCpuPct),
-      `${formatPct(s.serverCorePct)} (${formatPct(s.serverCoreIrqPct)})`,
-      formatPct(s.generatorCpuPct),
-      Number.isFinite(s.serverRssMiB) ? s.serverRssMiB.toFixed(0) : "-",
-      Number.isFinite(s.deliveriesPerRead) ? s.deliveriesPerRead.toFixed(1) : "-",
-      formatPct(s.spreadPct),
-    ]);
+  for (const { label, summary } of results) {
+    const rows = [
+      [
+        "server",
+        "deliveries/s",
+        "msg/s",
+        "per CPU-s",
+        "p50 ms",
+        "p99 ms",
+        "p99.9 ms",
+        "server CPU",
+        "core (irq)",
+        "generator CPU",
+        "RSS MiB",
+        "per read",
+        "spread",
+      ],
+    ];
+    for (const spec of specs) {
+      const s = summary[spec.name];
+      rows.push([
+        spec.name,
+        formatRate(s.deliveriesPerS),
+        formatRate(s.msgsPerS),
+        formatRate(s.deliveriesPerServerCpuS),
+        formatMs(s.latencyP50Ms),
+        formatMs(s.latencyP99Ms),
+        formatMs(s.latencyP999Ms),
+        formatPct(s.serverCpuPct),
+        `${formatPct(s.serverCorePct)} (${formatPct(s.serverCoreIrqPct)})`,
+        formatPct(s.generatorCpuPct),
+        Number.isFinite(s.serverRssMiB) ? s.serverRssMiB.toFixed(0) : "-",
+        Number.isFinite(s.deliveriesPerRead) ? s.deliveriesPerRead.toFixed(1) : "-",
+        formatPct(s.spreadPct),
+      ]);
+    }
+    console.log(`\n${label}\n\n${table(rows)}`);
   }
-  console.log(`\n${table(rows)}\n`);
 
   const ratios: Array<{
+    case: string;
     ours: string;
     peer: string;
     ratio: number;
     perCpuRatio: number;
-    target: number;
+    /** Only for the service on the I/O thread with one publisher and one topic. */
+    target: number | null;
     /**
      * "met" or "missed" when both ratios agree; "unclear" when deliveries/s and per CPU-s fall
-     * on different sides of the target (one server was held back by something else).
+     * on different sides of the target (one server was held back by something else); "-"
+     * without a target.
      */
     verdict: "met" | "missed" | "unclear" | "-";
   }> = [];
-  for (const ours of specs.filter((spec) => spec.kind === "switchboard")) {
-    for (const peer of specs.filter((spec) => spec.kind !== "switchboard")) {
-      const a = summaries[ours.name];
-      const b = summaries[peer.name];
-      const ratio = a.deliveriesPerS / b.deliveriesPerS;
-      const target = TARGETS[peer.kind as Peer];
-      const perCpuRatio = a.deliveriesPerServerCpuS / b.deliveriesPerServerCpuS;
-      const verdict = verdictOf(ratio, perCpuRatio, target);
-      ratios.push({ ours: ours.name, peer: peer.name, ratio, perCpuRatio, target, verdict });
-      if (verdict === "unclear") {
-        warnings.push(
-          `${ours.name} / ${peer.name}: deliveries/s (${formatRatio(ratio)}) and per CPU-s ` +
-            `(${formatRatio(perCpuRatio)}) fall on different sides of the target ` +
-            `${target.toFixed(2)}; a server was held back by something else (see the core and ` +
-            "other CPU of each run); rerun on a quieter machine",
-        );
+  for (const entry of results) {
+    const targeted = entry.publishers === 1 && entry.topics === 1;
+    for (const ours of specs.filter((spec) => spec.kind === "switchboard")) {
+      for (const peer of specs.filter((spec) => spec.kind !== "switchboard")) {
+        const a = entry.summary[ours.name];
+        const b = entry.summary[peer.name];
+        const ratio = a.deliveriesPerS / b.deliveriesPerS;
+        const perCpuRatio = a.deliveriesPerServerCpuS / b.deliveriesPerServerCpuS;
+        const target = targeted && ours.isolation === "main" ? TARGETS[peer.kind as Peer] : null;
+        const verdict = target === null ? "-" : verdictOf(ratio, perCpuRatio, target);
+        const row = { ours: ours.name, peer: peer.name, ratio, perCpuRatio, target, verdict };
+        ratios.push({ case: entry.label, ...row });
+        if (verdict === "unclear") {
+          warnings.push(
+            `${entry.label}, ${ours.name} / ${peer.name}: deliveries/s (${formatRatio(ratio)}) ` +
+              `and per CPU-s (${formatRatio(perCpuRatio)}) fall on different sides of the ` +
+              `target ${target?.toFixed(2)}; a server was held back by something else (see the ` +
+              "core and other CPU of each run); rerun on a quieter machine",
+          );
+        }
       }
     }
   }
@@ -676,28 +775,32 @@ async function main(): Promise<number> {
     const ratioRows = [["ratio", "deliveries/s", "per CPU-s", "target", ""]];
     for (const r of ratios) {
       ratioRows.push([
-        `${r.ours} / ${r.peer}`,
+        `${r.case}: ${r.ours} / ${r.peer}`,
         formatRatio(r.ratio),
         formatRatio(r.perCpuRatio),
-        `>= ${r.target.toFixed(2)}`,
-        r.verdict,
+        r.target === null ? "-" : `>= ${r.target.toFixed(2)}`,
+        r.verdict === "-" ? "" : r.verdict,
       ]);
     }
-    console.log(`${table(ratioRows)}\n`);
+    console.log(`\n${table(ratioRows)}`);
   }
   console.log(
-    "deliveries/s: messages received by all subscribers together per second (median of rounds)\n" +
-      "msg/s: messages published per second that reached every subscriber\n" +
+    "\ndeliveries/s: messages received by all subscribers together per second (median of rounds)\n" +
+      "msg/s: messages published per second that reached every subscriber of their topic\n" +
       "per CPU-s: deliveries per CPU-second of the server, all threads (less sensitive to other load)\n" +
-      "p50/p99 ms: from the publisher's write to the delivery to the last subscriber, including the\n" +
-      `  wait in the window of ${opts.window} (so about ${opts.window} / msg/s when the server is the bottleneck)\n` +
+      "p50/p99/p99.9 ms: per delivery, from the publisher's write of a message to its arrival at a\n" +
+      `  subscriber, including the wait in the publishers' windows of ${opts.window} (about ` +
+      `publishers x ${opts.window} / msg/s\n` +
+      "  when the server is the bottleneck); medians of rounds\n" +
       "server CPU: % of one core used by the server's process, all threads and child processes\n" +
       "core (irq): how busy the server's CPU was, and in parentheses the part in interrupts and\n" +
       "  softirqs (the kernel's loopback TCP work, partly also counted in the process's CPU)\n" +
       "generator CPU: highest of its runs\n" +
       "RSS: the server's resident memory at the end of the measured window (highest of its runs)\n" +
       "per read: deliveries per read() of the generator, i.e. how many messages a server packs per write\n" +
-      "spread: (max - min) / median deliveries/s across rounds",
+      "spread: (max - min) / median deliveries/s across rounds\n" +
+      "target: what Switchboard's service on the I/O thread (isolation main) should reach with one\n" +
+      "  publisher and one topic; the other ratios are reported without one",
   );
   for (const warning of warnings) console.log(`warning: ${warning}`);
   for (const notice of notices) console.log(`notice: ${notice}`);
@@ -722,9 +825,8 @@ async function main(): Promise<number> {
     options: opts,
     notices,
     servers: specs,
-    summary: summaries,
+    cases: results,
     ratios,
-    runs,
   };
   writeFileSync(file, `${JSON.stringify(report, null, 2)}\n`);
   console.log(`\nfinished in ${elapsedS.toFixed(0)} s; results in ${path.relative(rootDir, file)}`);

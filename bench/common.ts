@@ -203,6 +203,12 @@ export function formatRatio(n: number): string {
   return Number.isFinite(n) ? n.toFixed(2) : "-";
 }
 
+/** Milliseconds to three significant digits (0.0812, 1.23, 12.3, 123); "-" for none (-1). */
+export function formatMs(n: number): string {
+  if (!Number.isFinite(n) || n < 0) return "-";
+  return n >= 100 ? n.toFixed(0) : n.toPrecision(3);
+}
+
 /** A plain-text table: the first row is the header, the first column left-aligned. */
 export function table(rows: string[][]): string {
   const widths = rows[0].map((_, col) => Math.max(...rows.map((row) => row[col].length)));

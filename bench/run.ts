@@ -5,8 +5,10 @@
 // Each server runs alone in its own Node process, pinned to one core; the C load generator
 // (bench/loadgen/echo-load.c, compiled here with the system `cc`) runs pinned to the other.
 // For every message size the generator runs against each server in turn, rotating which goes
-// first, for several rounds; the tables show the median messages/s of each, their ratios, and
-// the CPU the processes used, so a reader can tell whether the server was the bottleneck.
+// first, for several rounds; the tables show the median messages/s of each, their ratios, the
+// latency percentiles of the echoes, and the CPU the processes used, so a reader can tell
+// whether the server was the bottleneck. Besides the pipelined cases (16 messages in flight per
+// connection) there is a latency-bound one: 32 bytes with 1 message in flight.
 // See docs/benchmarks.md for how to read the output.
 import { type ChildProcess, spawn } from "node:child_process";
 import { existsSync, mkdirSync, statSync, writeFileSync } from "node:fs";
@@ -18,6 +20,7 @@ import {
   buildDir,
   compileLoadgen,
   descendantsCpuS,
+  formatMs,
   formatPct,
   formatRate,
   formatRatio,
@@ -64,6 +67,8 @@ interface Options {
   conns: number;
   inflight: number;
   sizes: number[];
+  /** Plain sizes measured with 1 message in flight per connection (latency-bound). */
+  latencySizes: number[];
   deflateSizes: number[];
   pin: boolean;
   baseline: boolean;
@@ -95,6 +100,12 @@ interface LoadResult {
   client_frame_bytes: number;
   conn_min: number;
   conn_max: number;
+  /** Per echo in the measured window: from the write of its message to its arrival. */
+  latency_samples: number;
+  latency_p50_ms: number;
+  latency_p99_ms: number;
+  latency_p999_ms: number;
+  latency_max_ms: number;
   gen_cpu_user_s: number;
   gen_cpu_sys_s: number;
   gen_cpu_pct: number;
@@ -121,6 +132,8 @@ type RunOutcome = LoadResult | { ok: false; error: string };
 interface Case {
   variant: "plain" | "deflate";
   size: number;
+  /** Messages in flight per connection: --inflight, or 1 for the latency-bound cases. */
+  inflight: number;
 }
 
 interface CaseResult extends Case {
@@ -136,6 +149,8 @@ const USAGE = `usage: npm run bench -- [options]
   --conns N             connections (default 64)
   --inflight N          messages in flight per connection (default 16)
   --sizes A,B           text message sizes in bytes, plain (default 32,4096)
+  --latency-sizes A,B   plain sizes also measured with 1 message in flight per connection, the
+                        latency-bound case, or "none" (default 32)
   --deflate-sizes A,B   sizes with permessage-deflate, or "none" (default 4096)
   --isolation A,B       service-server isolation modes measured on the plain cases, or
                         "none" (default main,worker,process)
@@ -154,6 +169,7 @@ function parseOptions(argv: string[]): Options {
     conns: 64,
     inflight: 16,
     sizes: [32, 4096],
+    latencySizes: [32],
     deflateSizes: [4096],
     pin: true,
     baseline: false,
@@ -202,6 +218,9 @@ function parseOptions(argv: string[]): Options {
         break;
       case "--sizes":
         opts.sizes = list(arg, argv[++i]);
+        break;
+      case "--latency-sizes":
+        opts.latencySizes = list(arg, argv[++i]);
         break;
       case "--deflate-sizes":
         opts.deflateSizes = list(arg, argv[++i]);
@@ -312,11 +331,11 @@ async function stopServer(server: RunningServer): Promise<void> {
 
 function runLoad(
   server: RunningServer,
-  size: number,
-  deflate: boolean,
+  { size, inflight, variant }: Case,
   opts: Options,
   where: Placement,
 ): Promise<RunOutcome> {
+  const deflate = variant === "deflate";
   const args = [
     "--port",
     String(server.port),
@@ -325,7 +344,7 @@ function runLoad(
     "--conns",
     String(opts.conns),
     "--inflight",
-    String(opts.inflight),
+    String(inflight),
     "--warmup-ms",
     String(opts.warmupMs),
     "--duration-ms",
@@ -419,6 +438,10 @@ interface Summary {
   wireBytesPerMessage: number;
   /** Echoes per read() of the generator: how many messages the server packs into a write. */
   echoesPerRead: number;
+  /** Medians across rounds of each round's percentile of the echoes' latency. */
+  latencyP50Ms: number;
+  latencyP99Ms: number;
+  latencyP999Ms: number;
   errors: string[];
 }
 
@@ -438,6 +461,9 @@ function summarize(runs: RunOutcome[]): Summary {
     stolenRuns: ok.filter((run) => (run.steal_pct ?? 0) > STEAL_WARN_PCT).length,
     wireBytesPerMessage: median(ok.map((run) => run.wire_bytes_in_per_s / run.msgs_per_s)),
     echoesPerRead: median(ok.filter((run) => run.reads > 0).map((run) => run.messages / run.reads)),
+    latencyP50Ms: median(ok.map((run) => run.latency_p50_ms)),
+    latencyP99Ms: median(ok.map((run) => run.latency_p99_ms)),
+    latencyP999Ms: median(ok.map((run) => run.latency_p999_ms)),
     errors: runs.filter((run) => !run.ok).map((run) => (run.ok ? "" : run.error)),
   };
 }
@@ -449,6 +475,12 @@ function formatBatch(n: number): string {
 function sizeLabel(size: number): string {
   if (size >= 1024 && size % 1024 === 0) return `${size / 1024} KiB`;
   return `${size} B`;
+}
+
+/** The row label of a case: "32 B text", "32 B text x 1 in flight", "4 KiB text + deflate". */
+function caseLabel(c: Case, opts: Options): string {
+  const inflight = c.inflight === opts.inflight ? "" : ` x ${c.inflight} in flight`;
+  return `${sizeLabel(c.size)} text${inflight}${c.variant === "deflate" ? " + deflate" : ""}`;
 }
 
 // ---------------------------------------------------------------- main
@@ -514,9 +546,20 @@ async function main(): Promise<number> {
   );
   const where = placement(opts.pin);
   const backgroundPct = await idleLoadPct(1000);
+  // With --inflight 1 the pipelined cases are the latency-bound ones already.
+  const latencySizes = opts.inflight === 1 ? [] : opts.latencySizes;
   const cases: Case[] = [
-    ...opts.sizes.map((size) => ({ variant: "plain" as const, size })),
-    ...opts.deflateSizes.map((size) => ({ variant: "deflate" as const, size })),
+    ...opts.sizes.map((size) => ({ variant: "plain" as const, size, inflight: opts.inflight })),
+    ...latencySizes.map((size) => ({
+      variant: "plain" as const,
+      size,
+      inflight: 1,
+    })),
+    ...opts.deflateSizes.map((size) => ({
+      variant: "deflate" as const,
+      size,
+      inflight: opts.inflight,
+    })),
   ];
   const perRunS = (opts.warmupMs + opts.durationMs) / 1000;
   const runsPerRound = cases.reduce(
@@ -525,9 +568,12 @@ async function main(): Promise<number> {
   );
   // About 0.4 s per run for the generator's start and the pause after it, 1.5 s per server start.
   const estimateS = Math.ceil(runsPerRound * opts.rounds * (perRunS + 0.4) + specs.length * 1.5);
+  const latencyNote =
+    latencySizes.length > 0 ? ` (and x 1 at ${latencySizes.map(sizeLabel).join(", ")})` : "";
   console.log(
-    `echo over loopback: ${opts.conns} connections x ${opts.inflight} in flight, text messages, ` +
-      `${opts.rounds} round(s) of ${opts.warmupMs} ms warm-up + ${opts.durationMs} ms measured`,
+    `echo over loopback: ${opts.conns} connections x ${opts.inflight} in flight${latencyNote}, ` +
+      `text messages, ${opts.rounds} round(s) of ${opts.warmupMs} ms warm-up + ` +
+      `${opts.durationMs} ms measured`,
   );
   console.log(
     `node ${process.version}, ws ${packageVersion("ws")}, ${os.cpus()[0]?.model ?? "unknown CPU"}, ` +
@@ -563,15 +609,16 @@ async function main(): Promise<number> {
           const shift = (round + index) % servers.length;
           const order = [...servers.slice(shift), ...servers.slice(0, shift)];
           for (const server of order) {
-            const outcome = await runLoad(server, entry.size, deflate, opts, where);
+            const outcome = await runLoad(server, entry, opts, where);
             entry.runs[server.spec.name].push(outcome);
-            const label = `${variant} ${sizeLabel(entry.size)} ${server.spec.name}`;
+            const label = `${caseLabel(entry, opts)}, ${server.spec.name}`;
             const shown = outcome.ok
-              ? `${formatRate(outcome.msgs_per_s)} msg/s (server ${formatPct(serverCpuPct(outcome))}, ` +
+              ? `${formatRate(outcome.msgs_per_s)} msg/s, p50 ${formatMs(outcome.latency_p50_ms)} ms ` +
+                `(server ${formatPct(serverCpuPct(outcome))}, ` +
                 `generator ${formatPct(outcome.gen_cpu_pct)}, other ${formatPct(otherLoadPct(outcome))}` +
                 `${(outcome.steal_pct ?? 0) >= 1 ? `, stolen ${formatPct(outcome.steal_pct!)}` : ""})`
               : `error: ${outcome.error}`;
-            console.log(`  round ${round + 1}/${opts.rounds}  ${label.padEnd(32)} ${shown}`);
+            console.log(`  round ${round + 1}/${opts.rounds}  ${label.padEnd(40)} ${shown}`);
             // Let the server finish closing the previous connections before the next run.
             await sleep(200);
           }
@@ -586,7 +633,10 @@ async function main(): Promise<number> {
   const warnings: string[] = [];
   let failed = false;
   const summaries = results.map((result) => {
-    const label = `${sizeLabel(result.size)} text${result.variant === "deflate" ? " + deflate" : ""}`;
+    const label = caseLabel(result, opts);
+    // With one message in flight the server waits for the generator by design: its CPU and the
+    // isolation target say nothing there; its figures are the latencies.
+    const pipelined = result.inflight > 1;
     const byServer: Record<string, Summary> = {};
     for (const [name, runs] of Object.entries(result.runs)) {
       const summary = summarize(runs);
@@ -615,7 +665,7 @@ async function main(): Promise<number> {
             "msg/s is noisy there, the per CPU-s ratio less so",
         );
       }
-      if (summary.serverCpuPct < SERVER_CPU_WARN_PCT) {
+      if (pipelined && summary.serverCpuPct < SERVER_CPU_WARN_PCT) {
         warnings.push(
           `${label}, ${name}: the server used only ${formatPct(summary.serverCpuPct)} of a core; ` +
             "something other than the server limited throughput",
@@ -633,7 +683,7 @@ async function main(): Promise<number> {
       mainWs: rate("service main") / rate(theirs.name),
       mainPlain: rate("service main") / rate(ours.name),
     };
-    if (ratios.workerMain < WORKER_TARGET_RATIO) {
+    if (pipelined && ratios.workerMain < WORKER_TARGET_RATIO) {
       warnings.push(
         `${label}: a worker-isolated service echoed ${formatRatio(ratios.workerMain)} x what the ` +
           `same service did on the I/O thread; the target is ${WORKER_TARGET_RATIO.toFixed(2)} or more`,
@@ -650,6 +700,9 @@ async function main(): Promise<number> {
       `${theirs.name} msg/s`,
       "ratio",
       "per CPU-s",
+      "p50 ms",
+      "p99 ms",
+      "p99.9 ms",
       "server CPU",
       "generator CPU",
       "echoes/read",
@@ -665,6 +718,9 @@ async function main(): Promise<number> {
       formatRate(b.msgsPerS),
       formatRatio(ratios.ratio),
       formatRatio(ratios.cpuRatio),
+      `${formatMs(a.latencyP50Ms)} / ${formatMs(b.latencyP50Ms)}`,
+      `${formatMs(a.latencyP99Ms)} / ${formatMs(b.latencyP99Ms)}`,
+      `${formatMs(a.latencyP999Ms)} / ${formatMs(b.latencyP999Ms)}`,
       `${formatPct(a.serverCpuPct)} / ${formatPct(b.serverCpuPct)}`,
       formatPct(Math.max(a.generatorCpuPct, b.generatorCpuPct)),
       `${formatBatch(a.echoesPerRead)} / ${formatBatch(b.echoesPerRead)}`,
@@ -675,6 +731,8 @@ async function main(): Promise<number> {
   console.log(
     "ratio: median msg/s of the first server / the second (above 1: the first is faster)\n" +
       "per CPU-s: the same ratio for messages per CPU-second of the server (less sensitive to other load)\n" +
+      "p50/p99/p99.9 ms: per echo, from the write of its message to its arrival (median of rounds),\n" +
+      "  first / second server; on average connections x in flight / msg/s (Little's law)\n" +
       "server CPU: % of one core, first / second server; generator CPU: highest of all its runs\n" +
       "echoes/read: messages per read() of the generator, i.e. how many echoes a server packs per write\n" +
       "spread: (max - min) / median msg/s across rounds, first / second server",
@@ -688,7 +746,14 @@ async function main(): Promise<number> {
     if (has("worker") && has("main")) header.push("worker/main", "(per CPU-s)");
     if (has("process") && has("main")) header.push("process/main");
     if (has("main")) header.push(`main/${theirs.name}`, `main/${ours.name}`);
-    header.push(`server CPU (${modes.join(" / ")})`, "echoes/read", "spread");
+    header.push(
+      `p50 ms (${modes.join(" / ")})`,
+      "p99 ms",
+      "p99.9 ms",
+      `server CPU (${modes.join(" / ")})`,
+      "echoes/read",
+      "spread",
+    );
     const rows = [header];
     for (const { label, summary, ratios } of isolationCases) {
       const each = modes.map((mode) => summary[`service ${mode}`]);
@@ -699,6 +764,9 @@ async function main(): Promise<number> {
       if (has("process") && has("main")) row.push(formatRatio(ratios.processMain));
       if (has("main")) row.push(formatRatio(ratios.mainWs), formatRatio(ratios.mainPlain));
       row.push(
+        each.map((s) => formatMs(s.latencyP50Ms)).join(" / "),
+        each.map((s) => formatMs(s.latencyP99Ms)).join(" / "),
+        each.map((s) => formatMs(s.latencyP999Ms)).join(" / "),
         each.map((s) => formatPct(s.serverCpuPct)).join(" / "),
         each.map((s) => formatBatch(s.echoesPerRead)).join(" / "),
         each.map((s) => formatPct(s.spreadPct)).join(" / "),
@@ -711,7 +779,7 @@ async function main(): Promise<number> {
     console.log(`${table(rows)}\n`);
     console.log(
       `worker/main: msg/s of the service in a worker thread / on the I/O thread: the cost of the ` +
-        `boundary (target: ${WORKER_TARGET_RATIO.toFixed(2)} or more)\n` +
+        `boundary (target: ${WORKER_TARGET_RATIO.toFixed(2)} or more, with ${opts.inflight} in flight)\n` +
         "(per CPU-s): the same ratio for messages per CPU-second of the server, all its threads\n" +
         "process/main: the same for a service in a child process (IPC and serialization)\n" +
         `main/${theirs.name}: the service on the I/O thread against ws (the lead Switchboard keeps ` +

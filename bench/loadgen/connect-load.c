@@ -198,54 +198,8 @@ static void new_key(char out[25]) {
 
 /* ---------------------------------------------------------------- latency */
 
-/* Log buckets: exact below 16 us, then 16 per power of two (about 3% wide),
- * up to 2^36 us; plenty for cycles bounded by --timeout-ms. */
-#define HIST_SUB 16
-#define HIST_SHIFTS 33
-#define HIST_BUCKETS (HIST_SUB + HIST_SHIFTS * HIST_SUB)
-
-struct histogram {
-  uint64_t counts[HIST_BUCKETS];
-  uint64_t n;
-  double max_s;
-};
-
+/* Whole cycles and upgrades, in loadgen.h's log-bucket histograms. */
 static struct histogram cycle_hist, upgrade_hist;
-
-static void hist_add(struct histogram *h, double seconds) {
-  uint64_t us = seconds > 0 ? (uint64_t)(seconds * 1e6) : 0;
-  int i;
-  if (us < HIST_SUB) {
-    i = (int)us;
-  } else {
-    int msb = 63 - __builtin_clzll(us);
-    int shift = msb - 4;
-    if (shift >= HIST_SHIFTS) shift = HIST_SHIFTS - 1, us = ((uint64_t)2 * HIST_SUB << shift) - 1;
-    i = HIST_SUB + shift * HIST_SUB + (int)((us >> shift) - HIST_SUB);
-  }
-  h->counts[i]++;
-  h->n++;
-  if (seconds > h->max_s) h->max_s = seconds;
-}
-
-/* The middle of the bucket holding the q-quantile, in milliseconds; -1 if empty. */
-static double hist_quantile_ms(const struct histogram *h, double q) {
-  if (h->n == 0) return -1;
-  uint64_t rank = (uint64_t)(q * (double)h->n);
-  if (rank >= h->n) rank = h->n - 1;
-  uint64_t seen = 0;
-  for (int i = 0; i < HIST_BUCKETS; i++) {
-    seen += h->counts[i];
-    if (seen > rank) {
-      if (i < HIST_SUB) return (i + 0.5) / 1e3;
-      int shift = (i - HIST_SUB) / HIST_SUB;
-      uint64_t m = (uint64_t)((i - HIST_SUB) % HIST_SUB + HIST_SUB);
-      double lo = (double)(m << shift), hi = (double)((m + 1) << shift);
-      return (lo + hi) / 2 / 1e3;
-    }
-  }
-  return h->max_s * 1e3;
-}
 
 /* ---------------------------------------------------------------- one connection */
 
@@ -542,16 +496,13 @@ int main(int argc, char **argv) {
   double wall = end.t - start.t;
   printf("{\"ok\":true,\"concurrency\":%d,\"warmup_s\":%.3f,\"duration_s\":%.6f,"
          "\"handshakes\":%llu,\"handshakes_per_s\":%.1f,\"errors\":0,"
-         "\"total_handshakes\":%llu,\"drained\":%d,\"drain_s\":%.4f,"
-         "\"latency_samples\":%llu,\"latency_p50_ms\":%.3f,\"latency_p99_ms\":%.3f,"
-         "\"latency_p999_ms\":%.3f,\"latency_max_ms\":%.3f,"
-         "\"upgrade_p50_ms\":%.3f,\"upgrade_p99_ms\":%.3f,",
+         "\"total_handshakes\":%llu,\"drained\":%d,\"drain_s\":%.4f,",
          opt.concurrency, opt.warmup_ms / 1e3, wall, (unsigned long long)completed_in_window,
          (double)completed_in_window / wall, (unsigned long long)completed, in_progress_at_end,
-         drain_s, (unsigned long long)cycle_hist.n, hist_quantile_ms(&cycle_hist, 0.5),
-         hist_quantile_ms(&cycle_hist, 0.99), hist_quantile_ms(&cycle_hist, 0.999),
-         cycle_hist.max_s * 1e3, hist_quantile_ms(&upgrade_hist, 0.5),
-         hist_quantile_ms(&upgrade_hist, 0.99));
+         drain_s);
+  print_latency_json(&cycle_hist);
+  printf(",\"upgrade_p50_ms\":%.3f,\"upgrade_p99_ms\":%.3f,",
+         hist_quantile_ms(&upgrade_hist, 0.5), hist_quantile_ms(&upgrade_hist, 0.99));
   print_cpu_json(&start, &end);
   printf(",\"machine_irq_pct\":%.1f,\"server_core_busy_pct\":%.1f,\"server_core_irq_pct\":%.1f}\n",
          pct(delta(start.machine_irq, end.machine_irq), wall),

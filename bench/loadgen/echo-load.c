@@ -8,6 +8,16 @@
  * After a warm-up it counts echoed messages over a fixed wall-clock window and
  * prints one JSON object on stdout.
  *
+ * Latency: every echo that arrives in the measured window adds the time from
+ * the write of its message to its arrival to a histogram (loadgen.h). Echoes
+ * come back in order on a connection (a server answers a connection's messages
+ * in the order they arrived, and TCP keeps both directions in order), so the
+ * send times of the messages in flight are a FIFO ring per connection. Both
+ * ends are stamped with the time of the read being handled (loadgen.h's
+ * loop_ns), one clock call per read rather than per message; a message sent in
+ * answer is stamped a little before its write, an echo a little before its
+ * read, by about the time it takes to handle one read (microseconds).
+ *
  * It is written to cost as little CPU per message as possible so that the
  * server under test, not the generator, is the bottleneck:
  *   - every outgoing frame is built and masked once, up front, and reused. RFC
@@ -69,6 +79,9 @@ struct conn {
   int inflight;
   uint64_t sent_seq; /* echoes come back in order, so sequence numbers pick the payload */
   uint64_t recv_seq;
+  /* When each message in flight was sent, oldest at ring_out (opt.inflight entries). */
+  uint64_t *sent_ns;
+  int ring_in, ring_out;
   uint64_t received;
   uint64_t received_at_start;
 };
@@ -92,6 +105,7 @@ static size_t *frame_deflate_len[16];
 static uint8_t *inflate_out;
 
 static uint64_t total_received;
+static struct histogram latency;
 
 /* ---------------------------------------------------------------- payloads */
 
@@ -159,7 +173,8 @@ static void make_deflate_frames(int window_bits) {
 
 /* ---------------------------------------------------------------- output */
 
-static void send_message(struct conn *c) {
+/* Appends the next message; `now` is when it will be written (mono_ns). */
+static void send_message(struct conn *c, uint64_t now) {
   int i = (int)(c->sent_seq++ % (uint64_t)pool);
   if (c->deflate) {
     int wb = c->client_window_bits;
@@ -168,6 +183,8 @@ static void send_message(struct conn *c) {
     out_append(&c->ws, frame_plain[i], frame_plain_len[i]);
   }
   c->inflight++;
+  c->sent_ns[c->ring_in] = now;
+  if (++c->ring_in == opt.inflight) c->ring_in = 0;
 }
 
 /* ---------------------------------------------------------------- frames */
@@ -230,12 +247,15 @@ static void on_message(struct conn *c, int opcode) {
          (unsigned long long)c->msg_len, opt.size, c->ws.id);
   if (c->inflight <= 0) fail("unsolicited message on connection %ld", c->ws.id);
   c->inflight--;
+  uint64_t sent_ns = c->sent_ns[c->ring_out];
+  if (++c->ring_out == opt.inflight) c->ring_out = 0;
+  if (phase == PH_MEASURE) hist_add_ns(&latency, loop_ns > sent_ns ? loop_ns - sent_ns : 0);
   c->recv_seq++;
   c->received++;
   total_received++;
   c->msg_len = 0;
   c->msg_compressed = 0;
-  if (phase != PH_DONE) send_message(c);
+  if (phase != PH_DONE) send_message(c, loop_ns);
 }
 
 /* ---------------------------------------------------------------- handshake */
@@ -280,7 +300,8 @@ static void accept_extensions(struct conn *c, const char *headers) {
 
 /* Fills the connection's window of messages in flight, in one write. */
 static void start_open(struct conn *c) {
-  for (int i = c->inflight; i < opt.inflight; i++) send_message(c);
+  uint64_t now = mono_ns();
+  for (int i = c->inflight; i < opt.inflight; i++) send_message(c, now);
   out_flush(&c->ws);
 }
 
@@ -344,8 +365,11 @@ int main(int argc, char **argv) {
   inflate_out = malloc(INFLATE_CHUNK);
   uint8_t *rbuf = malloc(READ_BUF_SIZE);
   conns = calloc((size_t)opt.conns, sizeof *conns);
-  if (!payloads || !frame_plain || !frame_plain_len || !inflate_out || !rbuf || !conns)
+  uint64_t *send_times = calloc((size_t)opt.conns * (size_t)opt.inflight, sizeof *send_times);
+  if (!payloads || !frame_plain || !frame_plain_len || !inflate_out || !rbuf || !conns ||
+      !send_times)
     fail("out of memory");
+  for (int i = 0; i < opt.conns; i++) conns[i].sent_ns = send_times + (size_t)i * opt.inflight;
   for (int i = 0; i < pool; i++) {
     payloads[i] = malloc(opt.size + 1);
     frame_plain[i] = malloc(opt.size + 14);
@@ -415,6 +439,8 @@ int main(int argc, char **argv) {
          (unsigned long long)(end.reads - start.reads),
          (unsigned long long)(end.writes - start.writes), (unsigned long long)min,
          (unsigned long long)max);
+  print_latency_json(&latency);
+  putchar(',');
   print_cpu_json(&start, &end);
   printf(",\"client_frame_bytes\":%.1f,\"payloads\":%d,\"negotiated\":", mean_frame, pool);
   print_json_string(negotiated);

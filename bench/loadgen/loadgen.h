@@ -1,11 +1,11 @@
 /*
- * loadgen.h: the client side that Switchboard's two load generators,
- * echo-load.c and broadcast-load.c, share, so that a fix to the protocol code,
- * the I/O or the accounting reaches both: error exits and JSON strings, clocks
- * and CPU readings, argument and process setup, non-blocking connects, the
- * RFC 6455 opening handshake (section 4.1), buffered writes, masked frames out,
- * the incremental parser for frames in, the event loop's dispatch and the
- * closing handshake.
+ * loadgen.h: the client side that Switchboard's load generators (echo-load.c,
+ * broadcast-load.c, connect-load.c) share, so that a fix to the protocol code,
+ * the I/O or the accounting reaches all: error exits and JSON strings, clocks,
+ * latency histograms and CPU readings, argument and process setup, non-blocking
+ * connects, the RFC 6455 opening handshake (section 4.1), buffered writes,
+ * masked frames out, the incremental parser for frames in, the event loop's
+ * dispatch and the closing handshake.
  *
  * Each generator is a single translation unit that includes this header, so
  * everything here is static and a generator still builds with
@@ -305,6 +305,86 @@ static void print_cpu_json(const struct reading *a, const struct reading *b) {
          pct(server, wall), b->server_rss_kb, pct(delta(a->machine, b->machine), wall));
 }
 
+/* ---------------------------------------------------------------- latency */
+
+/* Monotonic nanoseconds: latencies are differences of these. */
+static inline uint64_t mono_ns(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+/* Latencies go into fixed log buckets, so that a sample costs a few
+ * instructions and no memory, however many there are (the broadcast generator
+ * records millions per second): exact below 16 us, then 16 buckets per power
+ * of two, each at most 1/16 of its lower bound wide, so the middle of a bucket
+ * is within 3% of every sample in it; up to 2^37 us. */
+#define HIST_SUB 16
+#define HIST_SHIFTS 33
+#define HIST_BUCKETS (HIST_SUB + HIST_SHIFTS * HIST_SUB)
+
+struct histogram {
+  uint64_t counts[HIST_BUCKETS];
+  uint64_t n;
+  uint64_t max_ns;
+};
+
+static inline void hist_add_ns(struct histogram *h, uint64_t ns) {
+  uint64_t us = ns / 1000;
+  int i;
+  if (us < HIST_SUB) {
+    i = (int)us;
+  } else {
+    int msb = 63 - __builtin_clzll(us);
+    int shift = msb - 4;
+    if (shift >= HIST_SHIFTS) shift = HIST_SHIFTS - 1, us = ((uint64_t)2 * HIST_SUB << shift) - 1;
+    i = HIST_SUB + shift * HIST_SUB + (int)((us >> shift) - HIST_SUB);
+  }
+  h->counts[i]++;
+  h->n++;
+  if (ns > h->max_ns) h->max_ns = ns;
+}
+
+static inline void hist_add(struct histogram *h, double seconds) {
+  hist_add_ns(h, seconds > 0 ? (uint64_t)(seconds * 1e9) : 0);
+}
+
+/* The middle of the bucket holding the q-quantile (but not above the largest
+ * sample), in milliseconds; -1 if empty. */
+static inline double hist_quantile_ms(const struct histogram *h, double q) {
+  if (h->n == 0) return -1;
+  uint64_t rank = (uint64_t)(q * (double)h->n);
+  if (rank >= h->n) rank = h->n - 1;
+  uint64_t seen = 0;
+  double max_ms = (double)h->max_ns / 1e6;
+  for (int i = 0; i < HIST_BUCKETS; i++) {
+    seen += h->counts[i];
+    if (seen > rank) {
+      double mid_ms;
+      if (i < HIST_SUB) {
+        mid_ms = (i + 0.5) / 1e3;
+      } else {
+        int shift = (i - HIST_SUB) / HIST_SUB;
+        uint64_t m = (uint64_t)((i - HIST_SUB) % HIST_SUB + HIST_SUB);
+        double lo = (double)(m << shift), hi = (double)((m + 1) << shift);
+        mid_ms = (lo + hi) / 2 / 1e3;
+      }
+      return mid_ms < max_ms ? mid_ms : max_ms;
+    }
+  }
+  return max_ms;
+}
+
+/* The latency fields every generator's result has, "latency_samples" to
+ * "latency_max_ms", without a comma on either side; -1 where there was no
+ * sample. */
+static inline void print_latency_json(const struct histogram *h) {
+  printf("\"latency_samples\":%llu,\"latency_p50_ms\":%.3f,\"latency_p99_ms\":%.3f,"
+         "\"latency_p999_ms\":%.3f,\"latency_max_ms\":%.3f",
+         (unsigned long long)h->n, hist_quantile_ms(h, 0.5), hist_quantile_ms(h, 0.99),
+         hist_quantile_ms(h, 0.999), h->n ? (double)h->max_ns / 1e6 : -1.0);
+}
+
 /* ---------------------------------------------------------------- setup */
 
 static long arg_long(const char *s, long min, long max) {
@@ -530,6 +610,12 @@ static void parse(struct ws_conn *w, const uint8_t *p, size_t n) {
 /* Connections in the TCP connect or the opening handshake, and past it. */
 static int connecting, open_count;
 
+/* The address connections are made from; sin_family 0 (the default) leaves
+ * it to the kernel. idle-load.c sets it so that several generators each
+ * connect from their own 127.0.0.x and their connections together can pass
+ * what one address's ephemeral port range holds. */
+static struct sockaddr_in source_addr;
+
 /* Starts a non-blocking connect; the event loop takes it from there. */
 static void open_connection(struct ws_conn *w, long id) {
   w->id = id;
@@ -538,6 +624,19 @@ static void open_connection(struct ws_conn *w, long id) {
   int one = 1;
   /* Frames are small and latency-bound; Nagle would add delay, not save work. */
   setsockopt(w->fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+  if (source_addr.sin_family == AF_INET) {
+#ifdef IP_BIND_ADDRESS_NO_PORT
+    /* Bind the address now and let connect() pick the port (port 0 here),
+     * knowing the whole 4-tuple: bind() alone would reserve a port per socket
+     * (Linux 4.2+; without it bind() picks the port, which still works). */
+    setsockopt(w->fd, IPPROTO_IP, IP_BIND_ADDRESS_NO_PORT, &one, sizeof one);
+#endif
+    if (bind(w->fd, (const struct sockaddr *)&source_addr, sizeof source_addr) < 0) {
+      char ip[INET_ADDRSTRLEN];
+      inet_ntop(AF_INET, &source_addr.sin_addr, ip, sizeof ip);
+      fail("bind to source address %s: %s", ip, strerror(errno));
+    }
+  }
   w->state = C_CONNECTING;
   w->ps = P_HEADER;
   w->hdr_need = 2;
@@ -638,6 +737,12 @@ static void handshake_read(struct ws_conn *w) {
 
 /* ---------------------------------------------------------------- event loop */
 
+/* When the loop began handling the read in progress (mono_ns). The hooks stamp
+ * what they receive and what they send in answer with it, so the clock is read
+ * once per read() rather than once per message: at 16 echoes per read that is
+ * a sixteenth of the calls, and a read's messages arrived together anyway. */
+static uint64_t loop_ns;
+
 static void on_event(struct ws_conn *w, uint32_t events, uint8_t *rbuf) {
   if (w->state == C_CONNECTING) {
     if (!(events & (EPOLLOUT | EPOLLERR | EPOLLHUP))) return;
@@ -650,6 +755,7 @@ static void on_event(struct ws_conn *w, uint32_t events, uint8_t *rbuf) {
   }
   if (events & EPOLLOUT) out_flush(w);
   if (events & (EPOLLIN | EPOLLHUP | EPOLLERR)) {
+    loop_ns = mono_ns();
     if (w->state == C_HANDSHAKE) {
       handshake_read(w);
       return;

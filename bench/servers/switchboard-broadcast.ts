@@ -1,7 +1,7 @@
 // Switchboard's side of `npm run bench:broadcast`: startServiceServer on bench/services, where
-// /topic (bench/services/topic.ts) subscribes every client but the publisher to the topic
-// "bench" and publishes each message the publisher sends to it, so the fan-out runs on the I/O
-// thread. `--isolation` sets where the service runs (worker by default, as the server's default
+// /topic (bench/services/topic.ts) subscribes every client but a publisher to its topic ("bench",
+// or "bench/N" with `?topic=N`) and publishes each message a publisher sends to it, so the
+// fan-out runs on the I/O thread. `--isolation` sets where the service runs (worker by default, as the server's default
 // is); the publisher's messages cross to the service and come back as one publish each.
 //
 //   node --import tsx bench/servers/switchboard-broadcast.ts --port 0 [--isolation worker]

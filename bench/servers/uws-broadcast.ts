@@ -1,8 +1,9 @@
 // The uWebSockets.js side of `npm run bench:broadcast`: its App with the default WebSocket
 // behaviour, and fan-out through its own topics, which frame a message once and write it to
-// every subscriber in batches (corked). Every client but the publisher (`?role=publisher`)
-// subscribes to "bench" when it opens; each message the publisher sends goes out with
-// `app.publish("bench", message, isBinary)`.
+// every subscriber in batches (corked). A client names its topic with `?topic=N` and is on
+// "bench/N"; without it, on "bench" (one publisher, one topic). Every client but a publisher
+// (`?role=publisher`) subscribes to its topic when it opens; each message a client sends goes
+// out with `app.publish(topic, message, isBinary)`.
 //
 // uWebSockets.js is not a dependency of Switchboard: the orchestrator runs this server only when
 // the `uwebsockets` package (a build of uWebSockets.js published on npm) loads, and says so
@@ -11,8 +12,13 @@ import { createRequire } from "node:module";
 import { parseServerArgs } from "./args.js";
 
 /** The part of the uWebSockets.js API used here. */
+/** What each connection carries from its upgrade. */
+interface UserData {
+  publisher: boolean;
+  topic: string;
+}
 interface UwsWebSocket {
-  getUserData(): { publisher: boolean };
+  getUserData(): UserData;
   subscribe(topic: string): boolean;
 }
 interface UwsApp {
@@ -33,7 +39,7 @@ interface UwsRequest {
 }
 interface UwsResponse {
   upgrade(
-    data: { publisher: boolean },
+    data: UserData,
     key: string,
     protocol: string,
     extensions: string,
@@ -57,8 +63,12 @@ try {
 const app = uws.App().ws("/*", {
   upgrade(res, req, context) {
     // The request object is only valid in this call: read what is needed now.
+    const topic = req.getQuery("topic");
     res.upgrade(
-      { publisher: req.getQuery("role") === "publisher" },
+      {
+        publisher: req.getQuery("role") === "publisher",
+        topic: topic === undefined || topic === "" ? "bench" : `bench/${topic}`,
+      },
       req.getHeader("sec-websocket-key"),
       req.getHeader("sec-websocket-protocol"),
       req.getHeader("sec-websocket-extensions"),
@@ -66,10 +76,11 @@ const app = uws.App().ws("/*", {
     );
   },
   open(ws) {
-    if (!ws.getUserData().publisher) ws.subscribe("bench");
+    const data = ws.getUserData();
+    if (!data.publisher) ws.subscribe(data.topic);
   },
-  message(_ws, message, isBinary) {
-    app.publish("bench", message, isBinary);
+  message(ws, message, isBinary) {
+    app.publish(ws.getUserData().topic, message, isBinary);
   },
 });
 
