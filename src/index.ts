@@ -24,6 +24,7 @@ export {
   handleUpgrade,
   type Rejection,
   type UpgradeCallback,
+  type UpgradeHttpRequest,
   type UpgradeOptions,
 } from "./server/upgrade.js";
 export {

@@ -145,6 +145,9 @@ export class WebSocketConnection extends EventEmitter<WebSocketConnectionEvents>
     socket.on("error", (error: Error) => this.onSocketError(error));
     socket.on("end", () => this.onEnd());
     socket.on("close", () => this.onSocketClose());
+    // The connection owns reading from here: a socket its server paused while it decided on
+    // the upgrade starts flowing, so the kernel's buffered bytes arrive in order.
+    socket.resume();
 
     if (options.heartbeat) this.startHeartbeat(options.heartbeat);
     // Bytes that came with the handshake are processed once the owner had a chance to listen:

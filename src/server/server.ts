@@ -1,30 +1,43 @@
 import { EventEmitter } from "node:events";
 import { createServer as createHttpServer, type IncomingMessage, type Server } from "node:http";
-import type { AddressInfo } from "node:net";
 import type { Duplex } from "node:stream";
 import type { WebSocketConnection } from "../connection/connection.js";
 import { CloseCode } from "../protocol/constants.js";
-import { answerUpgradeRequired, handleUpgrade, type UpgradeOptions } from "./upgrade.js";
+import { FrontDoor } from "./front-door.js";
+import { silentLogger } from "./logger.js";
+import {
+  answerUpgradeRequired,
+  handleUpgrade,
+  type UpgradeHttpRequest,
+  type UpgradeOptions,
+} from "./upgrade.js";
 
 export interface ServerOptions extends UpgradeOptions {
   /** TCP port; 0 picks a free one. */
   port?: number;
   /** Interface to listen on; defaults to 127.0.0.1. */
   host?: string;
+  /** Milliseconds a client has to send its request head before a 408 (default 10 s). */
+  headTimeout?: number;
   /** Answers plain HTTP requests (those that are not upgrades). Default: 426 Upgrade Required. */
   onRequest?: (req: IncomingMessage, res: import("node:http").ServerResponse) => void;
 }
 
 export interface WebSocketServerEvents {
-  connection: [connection: WebSocketConnection, req: IncomingMessage];
+  connection: [connection: WebSocketConnection, req: UpgradeHttpRequest];
   error: [error: Error];
 }
 
-/** A standalone WebSocket server on its own node:http listener. */
+/**
+ * A standalone WebSocket server. It owns its listening socket (src/server/front-door.ts): opening
+ * handshakes are read without node:http, and every other request goes to `http`, a node:http
+ * server that is handed those connections and never listens itself.
+ */
 export class WebSocketServer extends EventEmitter<WebSocketServerEvents> {
   readonly http: Server;
   readonly connections = new Set<WebSocketConnection>();
   private readonly options: ServerOptions;
+  private readonly door: FrontDoor;
 
   constructor(options: ServerOptions = {}) {
     super();
@@ -36,18 +49,24 @@ export class WebSocketServer extends EventEmitter<WebSocketServerEvents> {
       }
       answerUpgradeRequired(res);
     });
-    this.http.on("upgrade", (req: IncomingMessage, socket: Duplex, head: Buffer) => {
-      this.handleUpgrade(req, socket, head);
-    });
     this.http.on("clientError", (error, socket) => {
       options.logger?.debug({ err: error }, "malformed HTTP request");
       if (socket.writable) socket.end("HTTP/1.1 400 Bad Request\r\nConnection: close\r\n\r\n");
       else socket.destroy();
     });
+    this.door = new FrontDoor({
+      http: this.http,
+      onUpgrade: (req, socket, head) => this.handleUpgrade(req, socket, head),
+      logger: options.logger ?? silentLogger,
+      headTimeoutMs: options.headTimeout,
+    });
   }
 
-  /** Accepts an upgrade from any node:http server; the connection is announced on this one. */
-  handleUpgrade(req: IncomingMessage, socket: Duplex, head: Buffer): void {
+  /**
+   * Accepts an upgrade: the ones this server's own listener reads, and "upgrade" events of any
+   * node:http server; the connection is announced on this one.
+   */
+  handleUpgrade(req: UpgradeHttpRequest, socket: Duplex, head: Buffer): void {
     void handleUpgrade(req, socket, head, this.options, (connection, request) => {
       this.connections.add(connection);
       connection.once("close", () => this.connections.delete(connection));
@@ -58,10 +77,11 @@ export class WebSocketServer extends EventEmitter<WebSocketServerEvents> {
   listen(port = this.options.port ?? 0, host = this.options.host ?? "127.0.0.1"): Promise<this> {
     return new Promise((resolve, reject) => {
       const onError = (error: Error): void => reject(error);
-      this.http.once("error", onError);
-      this.http.listen(port, host, () => {
-        this.http.removeListener("error", onError);
-        this.http.on("error", (error) => {
+      const listener = this.door.server;
+      listener.once("error", onError);
+      listener.listen(port, host, () => {
+        listener.removeListener("error", onError);
+        listener.on("error", (error) => {
           if (this.listenerCount("error") > 0) this.emit("error", error);
         });
         resolve(this);
@@ -69,12 +89,17 @@ export class WebSocketServer extends EventEmitter<WebSocketServerEvents> {
     });
   }
 
+  /** True from `listen()` until `close()`. */
+  get listening(): boolean {
+    return this.door.listening;
+  }
+
   get port(): number {
-    return (this.http.address() as AddressInfo).port;
+    return this.door.address().port;
   }
 
   get host(): string {
-    return (this.http.address() as AddressInfo).address;
+    return this.door.address().address;
   }
 
   /** The ws:// URL of a path on this server. */
@@ -88,7 +113,7 @@ export class WebSocketServer extends EventEmitter<WebSocketServerEvents> {
    * once all of them are gone; the close timeout bounds how long that takes.
    */
   async close(code: number = CloseCode.GoingAway, reason = "server shutting down"): Promise<void> {
-    const closing = new Promise<void>((resolve) => this.http.close(() => resolve()));
+    const closing = this.door.close();
     const gone = [...this.connections].map(
       (connection) =>
         new Promise<void>((resolve) => {
@@ -98,7 +123,7 @@ export class WebSocketServer extends EventEmitter<WebSocketServerEvents> {
         }),
     );
     await Promise.all(gone);
-    this.http.closeAllConnections();
+    this.door.closeAllHttp();
     await closing;
   }
 }

@@ -20,11 +20,13 @@ import { ServiceRouter } from "../services/router.js";
 import { ServiceHost, ServiceUnavailable } from "../services/service-host.js";
 import { TopicHub, type TopicPolicy } from "../topics/hub.js";
 import { CLIENT_BUNDLE_PATH, serveClientBundle } from "./client-bundle.js";
+import { FrontDoor } from "./front-door.js";
 import { type Logger, silentLogger } from "./logger.js";
 import {
   answerUpgradeRequired,
   handleUpgrade,
   offeredProtocols,
+  type UpgradeHttpRequest,
   type UpgradeOptions,
   type Verdict,
 } from "./upgrade.js";
@@ -48,6 +50,8 @@ export interface ServiceServerOptions {
   maxMessageSize?: number;
   heartbeat?: UpgradeOptions["heartbeat"];
   closeTimeout?: number;
+  /** Milliseconds a client has to send its request head before a 408 (default 10 s). */
+  headTimeout?: number;
   /** Isolation of services that do not choose one. */
   isolation?: Isolation;
   maxHeapMb?: number;
@@ -144,7 +148,7 @@ export async function startServiceServer(options: ServiceServerOptions): Promise
   await topics.start();
   const hosts = new Map<string, ServiceHost>();
   const connections = new Set<WebSocketConnection>();
-  const accepted = new WeakMap<IncomingMessage, Accepted>();
+  const accepted = new WeakMap<UpgradeHttpRequest, Accepted>();
   let nextClientId = 1;
   let shuttingDown: Promise<void> | null = null;
 
@@ -168,7 +172,7 @@ export async function startServiceServer(options: ServiceServerOptions): Promise
   };
 
   /** Routing, start, and the service's upgrade hook: everything before the 101. */
-  const verify = async (req: IncomingMessage): Promise<Verdict> => {
+  const verify = async (req: UpgradeHttpRequest): Promise<Verdict> => {
     if (shuttingDown !== null) return refuse(req, 503, "Service Unavailable", "shutting down");
     const url = req.url ?? "/";
     const queryAt = url.indexOf("?");
@@ -191,37 +195,48 @@ export async function startServiceServer(options: ServiceServerOptions): Promise
         error.retryAfterSeconds,
       );
     }
-    const request: UpgradeRequestInfo = {
-      path,
-      params: route.match.params,
-      query: queryAt === -1 ? "" : url.slice(queryAt + 1),
-      headers: flattenHeaders(req),
-      remoteAddress: req.socket.remoteAddress ?? "",
-      protocols: offeredProtocols(req),
-    };
-    const { id, decision } = host.upgrade(request);
-    const verdict = await decision;
-    if ("error" in verdict) {
-      return refuse(req, 500, "Internal Server Error", `${route.match.name}: upgrade hook failed`);
-    }
-    if (!verdict.accept) {
-      return refuse(
-        req,
-        verdict.status,
-        verdict.reason || statusText(verdict.status),
-        "upgrade hook",
-      );
+    // Without an upgrade hook there is nothing to ask: the request is not even described.
+    let id = 0;
+    if (host.hasUpgradeHook) {
+      const request: UpgradeRequestInfo = {
+        path,
+        params: route.match.params,
+        query: queryAt === -1 ? "" : url.slice(queryAt + 1),
+        headers: flattenHeaders(req),
+        remoteAddress: req.socket.remoteAddress ?? "",
+        protocols: offeredProtocols(req),
+      };
+      const upgrade = host.upgrade(request);
+      id = upgrade.id;
+      const verdict = await upgrade.decision;
+      if ("error" in verdict) {
+        return refuse(
+          req,
+          500,
+          "Internal Server Error",
+          `${route.match.name}: upgrade hook failed`,
+        );
+      }
+      if (!verdict.accept) {
+        return refuse(
+          req,
+          verdict.status,
+          verdict.reason || statusText(verdict.status),
+          "upgrade hook",
+        );
+      }
+      if (verdict.protocol !== "") {
+        accepted.set(req, { host, params: route.match.params, upgradeId: id });
+        return { protocol: verdict.protocol, maxMessageSize: host.serviceConfig?.maxMessageSize };
+      }
     }
     accepted.set(req, { host, params: route.match.params, upgradeId: id });
-    return {
-      protocol: verdict.protocol === "" ? undefined : verdict.protocol,
-      maxMessageSize: host.serviceConfig?.maxMessageSize,
-    };
+    return { protocol: undefined, maxMessageSize: host.serviceConfig?.maxMessageSize };
   };
 
   /** A refusal: handleUpgrade answers it and logs it with `why`. */
   const refuse = (
-    _req: IncomingMessage,
+    _req: UpgradeHttpRequest,
     status: number,
     body: string,
     why: string,
@@ -242,7 +257,7 @@ export async function startServiceServer(options: ServiceServerOptions): Promise
     verify,
   };
 
-  const onUpgrade = (req: IncomingMessage, socket: Duplex, head: Buffer): void => {
+  const onUpgrade = (req: UpgradeHttpRequest, socket: Duplex, head: Buffer): void => {
     let connected = false;
     void handleUpgrade(req, socket, head, upgradeOptions, (conn, request) => {
       connected = true;
@@ -289,7 +304,8 @@ export async function startServiceServer(options: ServiceServerOptions): Promise
     }
     answerUpgradeRequired(res);
   });
-  http.on("upgrade", onUpgrade);
+  // Upgrades are read by the front door; node:http only sees the other requests.
+  const door = new FrontDoor({ http, onUpgrade, logger, headTimeoutMs: options.headTimeout });
   http.on("clientError", (error, socket) => {
     logger.debug({ err: error }, "malformed HTTP request");
     if (socket.writable) socket.end("HTTP/1.1 400 Bad Request\r\nConnection: close\r\n\r\n");
@@ -298,9 +314,9 @@ export async function startServiceServer(options: ServiceServerOptions): Promise
   const host = options.host ?? "127.0.0.1";
   await new Promise<void>((resolve, reject) => {
     const onError = (error: Error) => reject(error);
-    http.once("error", onError);
-    http.listen(options.port ?? 8080, host, () => {
-      http.off("error", onError);
+    door.server.once("error", onError);
+    door.server.listen(options.port ?? 8080, host, () => {
+      door.server.off("error", onError);
       resolve();
     });
   }).catch((error: NodeJS.ErrnoException) => {
@@ -310,7 +326,7 @@ export async function startServiceServer(options: ServiceServerOptions): Promise
       { cause: error },
     );
   });
-  const address = http.address();
+  const address = door.server.address();
   const port = typeof address === "object" && address !== null ? address.port : 0;
 
   const shutdownTimeoutMs = options.shutdownTimeoutMs ?? 10_000;
@@ -320,8 +336,7 @@ export async function startServiceServer(options: ServiceServerOptions): Promise
     for (const watcher of watchers.values()) watcher.close();
     watchers.clear();
     // Stop accepting; keep-alive HTTP connections are closed too.
-    const listenerClosed = new Promise<void>((resolve) => http.close(() => resolve()));
-    http.closeIdleConnections();
+    const listenerClosed = door.close();
     // Close every client with 1001 (section 7.4.1: the server is going away).
     const closed = [...connections].map(
       (conn) =>
@@ -338,7 +353,7 @@ export async function startServiceServer(options: ServiceServerOptions): Promise
         serviceHost.stop(Math.max(100, deadline - Date.now())),
       ),
     );
-    http.closeAllConnections();
+    door.closeAllHttp();
     await Promise.race([listenerClosed, sleep(Math.max(0, deadline - Date.now()))]);
     await topics.close().catch((error: unknown) => {
       logger.warn({ err: error }, "closing the topic engine failed");
@@ -448,7 +463,7 @@ function sleep(ms: number): Promise<void> {
 }
 
 /** Request headers as one string each (node joins repeated ones, except set-cookie). */
-function flattenHeaders(req: IncomingMessage): Record<string, string> {
+function flattenHeaders(req: UpgradeHttpRequest): Record<string, string> {
   const out: Record<string, string> = {};
   for (const [name, value] of Object.entries(req.headers)) {
     if (value === undefined) continue;
@@ -457,7 +472,7 @@ function flattenHeaders(req: IncomingMessage): Record<string, string> {
   return out;
 }
 
-function selectHeaders(req: IncomingMessage, names: readonly string[]): Record<string, string> {
+function selectHeaders(req: UpgradeHttpRequest, names: readonly string[]): Record<string, string> {
   const out: Record<string, string> = {};
   for (const name of names) {
     const value = req.headers[name];

@@ -1,4 +1,5 @@
-import type { IncomingMessage, ServerResponse } from "node:http";
+import type { ServerResponse } from "node:http";
+import type { Socket } from "node:net";
 import type { Duplex } from "node:stream";
 import { type HeartbeatOptions, WebSocketConnection } from "../connection/connection.js";
 import { CloseCode } from "../protocol/constants.js";
@@ -17,6 +18,19 @@ import { type Logger, silentLogger } from "./logger.js";
  */
 
 /** What `verify` returns to refuse a connection before the upgrade. */
+/**
+ * The request an upgrade is decided on: a node:http UpgradeHttpRequest (an "upgrade" event on any
+ * server) or the standalone servers' own parse of the head (src/server/front-door.ts). Header
+ * names are lower-case and repeated fields combined, as node does.
+ */
+export interface UpgradeHttpRequest {
+  method?: string;
+  url?: string;
+  httpVersion: string;
+  headers: Readonly<Record<string, string | string[] | undefined>>;
+  socket: Socket;
+}
+
 export interface Rejection {
   status: number;
   /** A short plain-text body. Keep details that could leak in the log instead. */
@@ -43,21 +57,24 @@ export interface UpgradeOptions {
   maxFragments?: number;
   maxBufferedBytes?: number;
   /** Picks one of the client's subprotocols, or none. */
-  selectProtocol?: (offered: readonly string[], req: IncomingMessage) => string | undefined | null;
+  selectProtocol?: (
+    offered: readonly string[],
+    req: UpgradeHttpRequest,
+  ) => string | undefined | null;
   /**
    * Accepts (true, or an Acceptance naming the subprotocol) or refuses the upgrade; runs after
    * the handshake itself was found valid, so it may decide the subprotocol asynchronously.
    */
-  verify?: (req: IncomingMessage) => Verdict | Promise<Verdict>;
+  verify?: (req: UpgradeHttpRequest) => Verdict | Promise<Verdict>;
   /** Amends the 101 response (extra headers, cookies) before it is sent. */
-  amendResponse?: (response: HandshakeResponse, req: IncomingMessage) => void;
+  amendResponse?: (response: HandshakeResponse, req: UpgradeHttpRequest) => void;
   heartbeat?: HeartbeatOptions | false;
   closeTimeout?: number;
   highWaterMark?: number;
   logger?: Logger;
 }
 
-export type UpgradeCallback = (connection: WebSocketConnection, req: IncomingMessage) => void;
+export type UpgradeCallback = (connection: WebSocketConnection, req: UpgradeHttpRequest) => void;
 
 const DEFAULT_HEARTBEAT: HeartbeatOptions = { interval: 30_000, timeout: 10_000 };
 
@@ -76,7 +93,7 @@ export function deflateOptions(
  * before the upgrade, or closes the connection with 1011 after it.
  */
 export async function handleUpgrade(
-  req: IncomingMessage,
+  req: UpgradeHttpRequest,
   socket: Duplex,
   head: Buffer,
   options: UpgradeOptions,
@@ -91,7 +108,7 @@ export async function handleUpgrade(
 }
 
 async function upgrade(
-  req: IncomingMessage,
+  req: UpgradeHttpRequest,
   socket: Duplex,
   head: Buffer,
   options: UpgradeOptions,
@@ -213,10 +230,10 @@ async function upgrade(
 }
 
 /** The client's Sec-WebSocket-Protocol offer (the handshake already found it well formed). */
-export function offeredProtocols(req: IncomingMessage): string[] {
+export function offeredProtocols(req: UpgradeHttpRequest): string[] {
   const header = req.headers["sec-websocket-protocol"];
   if (header === undefined) return [];
-  return header
+  return (Array.isArray(header) ? header.join(",") : header)
     .split(",")
     .map((token) => token.trim())
     .filter((token) => token !== "");

@@ -3,10 +3,14 @@
 // frame headers straight off a socket so tests can see how a message was framed on the wire.
 import { createHash } from "node:crypto";
 import type { EventEmitter } from "node:events";
-import type { IncomingMessage } from "node:http";
 import type { Socket } from "node:net";
 import { afterEach, expect } from "vitest";
-import { createServer, type ServerOptions, type WebSocketConnection } from "../../src/index.js";
+import {
+  createServer,
+  type ServerOptions,
+  type UpgradeHttpRequest,
+  type WebSocketConnection,
+} from "../../src/index.js";
 
 /** Every close code an endpoint may put in a close frame (RFC 6455 section 7.4, IANA registry). */
 export const VALID_CLOSE_CODES = [
@@ -189,7 +193,7 @@ export async function expectFailedWith(
 
 export interface ServerPeer extends Observed {
   ws: WebSocketConnection;
-  req: IncomingMessage;
+  req: UpgradeHttpRequest;
   path: string;
   query: URLSearchParams;
 }
@@ -242,11 +246,11 @@ export async function startEchoServer(options: Partial<ServerOptions> = {}): Pro
   const server = await createServer({
     port: 0,
     host: "127.0.0.1",
-    verify: (req: IncomingMessage) =>
+    verify: (req: UpgradeHttpRequest) =>
       req.url?.startsWith(FORBIDDEN_PATH) ? { status: 404, body: "no such service" } : true,
     ...options,
   } as ServerOptions);
-  server.on("connection", (ws: WebSocketConnection, req: IncomingMessage) => {
+  server.on("connection", (ws: WebSocketConnection, req: UpgradeHttpRequest) => {
     const parsed = new URL(req.url ?? "/", "ws://localhost");
     const peer: ServerPeer = {
       ...observe(ws as unknown as EventEmitter),
@@ -270,7 +274,7 @@ export async function startEchoServer(options: Partial<ServerOptions> = {}): Pro
     });
   });
   const waiting = new Map<string, (peer: ServerPeer) => void>();
-  server.on("connection", (_ws: WebSocketConnection, req: IncomingMessage) => {
+  server.on("connection", (_ws: WebSocketConnection, req: UpgradeHttpRequest) => {
     const id = new URL(req.url ?? "/", "ws://localhost").searchParams.get("id");
     const peer = peers.all.at(-1);
     if (id !== null && peer?.req === req) waiting.get(id)?.(peer);

@@ -3,7 +3,7 @@
 // response, subprotocols, shutdown, and handleUpgrade mounted on a node:http server of our own.
 import { createHash } from "node:crypto";
 import { once } from "node:events";
-import { createServer as createHttpServer, type IncomingMessage } from "node:http";
+import { createServer as createHttpServer } from "node:http";
 import { type AddressInfo, connect as netConnect } from "node:net";
 import type { Duplex } from "node:stream";
 import { afterEach, describe, expect, it } from "vitest";
@@ -13,6 +13,7 @@ import {
   HandshakeError,
   handleUpgrade,
   type ServerOptions,
+  type UpgradeHttpRequest,
   type WebSocketConnection,
   type WebSocketServer,
 } from "../../src/index.js";
@@ -31,10 +32,10 @@ afterEach(async () => {
 /** A server that echoes every message with its type; closed after the test. */
 async function echoServer(options: ServerOptions = {}): Promise<{
   server: WebSocketServer;
-  accepted: Array<{ ws: WebSocketConnection; req: IncomingMessage }>;
+  accepted: Array<{ ws: WebSocketConnection; req: UpgradeHttpRequest }>;
 }> {
   const server = await createServer({ closeTimeout: 500, ...options });
-  const accepted: Array<{ ws: WebSocketConnection; req: IncomingMessage }> = [];
+  const accepted: Array<{ ws: WebSocketConnection; req: UpgradeHttpRequest }> = [];
   server.on("connection", (ws, req) => {
     accepted.push({ ws, req });
     ws.on("error", () => undefined);
@@ -455,7 +456,7 @@ describe("close()", () => {
   it("resolves at once with no clients", async () => {
     const server = await createServer();
     await within(server.close(), WAIT, "server.close()");
-    expect(server.http.listening).toBe(false);
+    expect(server.listening).toBe(false);
   });
 });
 
@@ -463,7 +464,7 @@ describe("handleUpgrade on a node:http server of our own", () => {
   it("accepts upgrades on a server that also answers plain HTTP", async () => {
     const http = createHttpServer((_req, res) => res.end("plain http"));
     const accepted: WebSocketConnection[] = [];
-    http.on("upgrade", (req: IncomingMessage, socket: Duplex, head: Buffer) => {
+    http.on("upgrade", (req: UpgradeHttpRequest, socket: Duplex, head: Buffer) => {
       if (req.url !== "/ws") {
         socket.end("HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
         return;
@@ -506,7 +507,7 @@ describe("handleUpgrade on a node:http server of our own", () => {
   it("mounts a WebSocketServer's handleUpgrade on another server", async () => {
     const { server } = await echoServer();
     const http = createHttpServer();
-    http.on("upgrade", (req: IncomingMessage, socket: Duplex, head: Buffer) =>
+    http.on("upgrade", (req: UpgradeHttpRequest, socket: Duplex, head: Buffer) =>
       server.handleUpgrade(req, socket, head),
     );
     http.listen(0, "127.0.0.1");

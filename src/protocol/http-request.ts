@@ -1,0 +1,196 @@
+/**
+ * The head of an HTTP/1.1 request (RFC 9112 sections 2 to 5) parsed from bytes, with no I/O: how
+ * a server that owns its sockets reads an opening handshake, which RFC 6455 section 4.1 defines
+ * as an HTTP/1.1 GET request, without going through node:http. Only the head is read; whatever
+ * follows it belongs to the caller (WebSocket frames after an upgrade).
+ *
+ * The parse is strict where leniency would let two parsers disagree about a request: one CRLF
+ * ends each line (a bare CR or LF is refused), obsolete line folding is refused (RFC 9112 section
+ * 5.2), whitespace between a field name and its colon is refused (section 5.1), control
+ * characters in values are refused (RFC 9110 section 5.5), and a request with two Host fields is
+ * refused (RFC 9112 section 3.2). Header names are lower-cased and repeated fields combined the
+ * way node:http does, so code written against node's `req.headers` sees the same values.
+ */
+import type { UpgradeRequest } from "./handshake.js";
+
+/** Largest head accepted, request line and fields and the blank line included (node's default). */
+export const DEFAULT_MAX_HEAD_SIZE = 16 * 1024;
+/** Most header fields accepted; browsers send about twenty. */
+export const MAX_HEADER_FIELDS = 256;
+
+export type HttpHeadErrorCode =
+  | "HTTP_ERR_HEAD_TOO_LARGE"
+  | "HTTP_ERR_TOO_MANY_FIELDS"
+  | "HTTP_ERR_REQUEST_LINE"
+  | "HTTP_ERR_VERSION"
+  | "HTTP_ERR_FIELD_LINE"
+  | "HTTP_ERR_FIELD_NAME"
+  | "HTTP_ERR_FIELD_VALUE"
+  | "HTTP_ERR_LINE_FOLDING"
+  | "HTTP_ERR_DUPLICATE_HOST";
+
+export interface ParsedRequestHead extends UpgradeRequest {
+  /** Names lower-cased; repeated fields combined as node:http combines them. */
+  headers: Record<string, string | string[]>;
+  /** Names and values as received, alternating, as node's `rawHeaders`. */
+  rawHeaders: string[];
+}
+
+export type RequestHeadResult =
+  /** The blank line that ends the head has not arrived yet, and the head is within bounds. */
+  | { kind: "incomplete" }
+  /** `headLength` bytes were the head; the rest of the input is the body or the next protocol. */
+  | { kind: "request"; request: ParsedRequestHead; headLength: number }
+  | { kind: "invalid"; status: 400 | 431 | 505; code: HttpHeadErrorCode; message: string };
+
+const CRLF = 0x0a0d; // "\r\n" read as a little-endian 16-bit word
+const HEAD_END = Buffer.from("\r\n\r\n", "latin1");
+const TOKEN = /^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/;
+// RFC 9112 section 3.2: origin-form, absolute-form, authority-form or "*"; any visible ASCII.
+const TARGET = /^[\x21-\x7e]+$/;
+const VERSION = /^HTTP\/([0-9])\.([0-9])$/;
+
+/** RFC 9110 section 5.5: field-vchar, SP and HTAB only; obs-text (0x80-0xff) is passed through. */
+function hasControlCharacter(value: string): boolean {
+  for (let i = 0; i < value.length; i++) {
+    const c = value.charCodeAt(i);
+    if ((c < 0x20 && c !== 0x09) || c === 0x7f) return true;
+  }
+  return false;
+}
+
+/**
+ * node:http keeps the first of these and drops repeats (they cannot be combined into a list).
+ * Host is not here: a repeated Host is an error (RFC 9112 section 3.2).
+ */
+const SINGLE_VALUED = new Set([
+  "age",
+  "authorization",
+  "content-length",
+  "content-type",
+  "etag",
+  "expires",
+  "from",
+  "if-modified-since",
+  "if-unmodified-since",
+  "last-modified",
+  "location",
+  "max-forwards",
+  "proxy-authorization",
+  "referer",
+  "retry-after",
+  "server",
+  "user-agent",
+]);
+
+function invalid(
+  status: 400 | 431 | 505,
+  code: HttpHeadErrorCode,
+  message: string,
+): RequestHeadResult {
+  return { kind: "invalid", status, code, message };
+}
+
+/**
+ * Parses the request head at the start of `data`, which holds every byte received so far on the
+ * connection. Never throws. Empty lines before the request line are skipped (RFC 9112 section
+ * 2.2) and count towards the size limit.
+ */
+export function parseRequestHead(
+  data: Uint8Array,
+  maxHeadSize = DEFAULT_MAX_HEAD_SIZE,
+): RequestHeadResult {
+  const bytes = Buffer.isBuffer(data)
+    ? data
+    : Buffer.from(data.buffer, data.byteOffset, data.length);
+  let start = 0;
+  while (start + 1 < bytes.length && bytes.readUInt16LE(start) === CRLF) start += 2;
+  const end = bytes.indexOf(HEAD_END, start);
+  if (end === -1) {
+    if (bytes.length > maxHeadSize) {
+      return invalid(431, "HTTP_ERR_HEAD_TOO_LARGE", `request head over ${maxHeadSize} bytes`);
+    }
+    return { kind: "incomplete" };
+  }
+  const headLength = end + HEAD_END.length;
+  if (headLength > maxHeadSize) {
+    return invalid(431, "HTTP_ERR_HEAD_TOO_LARGE", `request head over ${maxHeadSize} bytes`);
+  }
+  // latin1 maps each byte to one code unit, so obs-text in values survives as node passes it.
+  const lines = bytes.toString("latin1", start, end).split("\r\n");
+
+  const requestLine = lines[0];
+  const parts = requestLine.split(" ");
+  if (parts.length !== 3 || !TOKEN.test(parts[0]) || !TARGET.test(parts[1])) {
+    return invalid(400, "HTTP_ERR_REQUEST_LINE", "malformed request line");
+  }
+  const version = VERSION.exec(parts[2]);
+  if (version === null) return invalid(400, "HTTP_ERR_VERSION", "malformed HTTP version");
+  if (version[1] !== "1") {
+    return invalid(505, "HTTP_ERR_VERSION", `HTTP/${version[1]}.${version[2]} is not supported`);
+  }
+
+  if (lines.length - 1 > MAX_HEADER_FIELDS) {
+    return invalid(431, "HTTP_ERR_TOO_MANY_FIELDS", `more than ${MAX_HEADER_FIELDS} fields`);
+  }
+  const headers: Record<string, string | string[]> = Object.create(null);
+  const rawHeaders: string[] = [];
+  for (let i = 1; i < lines.length; i++) {
+    const line = lines[i];
+    const first = line.charCodeAt(0);
+    if (first === 0x20 || first === 0x09) {
+      return invalid(400, "HTTP_ERR_LINE_FOLDING", "obsolete line folding");
+    }
+    const colon = line.indexOf(":");
+    if (colon === -1) return invalid(400, "HTTP_ERR_FIELD_LINE", "a field line without ':'");
+    const rawName = line.slice(0, colon);
+    if (!TOKEN.test(rawName)) {
+      return invalid(400, "HTTP_ERR_FIELD_NAME", "a field name that is not a token");
+    }
+    let from = colon + 1;
+    let to = line.length;
+    while (from < to && (line.charCodeAt(from) === 0x20 || line.charCodeAt(from) === 0x09)) from++;
+    while (to > from && (line.charCodeAt(to - 1) === 0x20 || line.charCodeAt(to - 1) === 0x09)) {
+      to--;
+    }
+    const value = line.slice(from, to);
+    if (hasControlCharacter(value)) {
+      return invalid(400, "HTTP_ERR_FIELD_VALUE", `control character in ${rawName}`);
+    }
+    rawHeaders.push(rawName, value);
+    const name = rawName.toLowerCase();
+    const previous = headers[name];
+    if (previous === undefined) {
+      headers[name] = name === "set-cookie" ? [value] : value;
+    } else if (name === "host") {
+      return invalid(400, "HTTP_ERR_DUPLICATE_HOST", "more than one Host field");
+    } else if (name === "set-cookie") {
+      (previous as string[]).push(value);
+    } else if (!SINGLE_VALUED.has(name)) {
+      headers[name] = `${previous}${name === "cookie" ? "; " : ", "}${value}`;
+    }
+  }
+
+  return {
+    kind: "request",
+    request: {
+      method: parts[0],
+      url: parts[1],
+      httpVersion: `${version[1]}.${version[2]}`,
+      headers,
+      rawHeaders,
+    },
+    headLength,
+  };
+}
+
+/** True when a list-valued field (such as Connection or Upgrade) names `token`, in any case. */
+export function listsToken(value: string | string[] | undefined, token: string): boolean {
+  if (value === undefined) return false;
+  const text = Array.isArray(value) ? value.join(",") : value;
+  const wanted = token.toLowerCase();
+  for (const item of text.split(",")) {
+    if (item.trim().toLowerCase() === wanted) return true;
+  }
+  return false;
+}

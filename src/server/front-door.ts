@@ -1,0 +1,199 @@
+/**
+ * The listening socket of the standalone servers. Every TCP connection starts here: the request
+ * head is read and parsed by the protocol layer (src/protocol/http-request.ts), an opening
+ * handshake goes straight to the WebSocket upgrade, and any other request is handed, with the
+ * bytes already read, to a node:http server that never listens itself (static files, the client
+ * bundle, 426 answers).
+ *
+ * Why not let node:http read every request: for a WebSocket connection, node's HTTP machinery
+ * (its parser binding, IncomingMessage, the upgrade event, the server's connection bookkeeping)
+ * costs more CPU than the rest of the connection's opening and closing together. Reading the
+ * head here makes a connection about as cheap as the socket under it.
+ */
+import type { Server as HttpServer, IncomingMessage } from "node:http";
+import {
+  type AddressInfo,
+  createServer as createNetServer,
+  type Server,
+  type Socket,
+} from "node:net";
+import {
+  DEFAULT_MAX_HEAD_SIZE,
+  listsToken,
+  type ParsedRequestHead,
+  parseRequestHead,
+} from "../protocol/http-request.js";
+import type { Logger } from "./logger.js";
+import type { UpgradeHttpRequest } from "./upgrade.js";
+
+/** How long a client may take to send its request head (slow-loris bound). */
+export const DEFAULT_HEAD_TIMEOUT_MS = 10_000;
+
+/** The request an upgrade is decided on: what the front door parsed, plus the socket. */
+export interface FrontDoorRequest extends ParsedRequestHead {
+  socket: Socket;
+}
+
+export interface FrontDoorOptions {
+  /** Takes every request that is not an opening handshake; it is given sockets, never listens. */
+  http: HttpServer;
+  /**
+   * An opening handshake: the head is parsed, `head` holds the bytes after it. Also called for
+   * an upgrade that node:http read, on a keep-alive connection that began with a plain request.
+   */
+  onUpgrade(request: UpgradeHttpRequest, socket: Socket, head: Buffer): void;
+  logger: Logger;
+  maxHeadSize?: number;
+  headTimeoutMs?: number;
+}
+
+const STATUS_TEXT: Record<number, string> = {
+  400: "Bad Request",
+  408: "Request Timeout",
+  431: "Request Header Fields Too Large",
+  505: "HTTP Version Not Supported",
+};
+
+export class FrontDoor {
+  readonly server: Server;
+  /** Connections still sending their head: closed by `close()`. */
+  readonly #reading = new Set<Socket>();
+  readonly #options: FrontDoorOptions;
+  readonly #maxHeadSize: number;
+  readonly #headTimeoutMs: number;
+
+  constructor(options: FrontDoorOptions) {
+    this.#options = options;
+    this.#maxHeadSize = options.maxHeadSize ?? DEFAULT_MAX_HEAD_SIZE;
+    this.#headTimeoutMs = options.headTimeoutMs ?? DEFAULT_HEAD_TIMEOUT_MS;
+    this.server = createNetServer({ noDelay: true }, (socket) => this.#accept(socket));
+    // A client may reuse a keep-alive connection of a plain request for its handshake; by then
+    // the connection is node's, and node reads the upgrade.
+    options.http.on("upgrade", (request: IncomingMessage, socket: Socket, head: Buffer) =>
+      options.onUpgrade(request, socket, head),
+    );
+  }
+
+  listen(port: number, host: string): Promise<void> {
+    return new Promise((resolve, reject) => {
+      const onError = (error: Error): void => reject(error);
+      this.server.once("error", onError);
+      this.server.listen(port, host, () => {
+        this.server.off("error", onError);
+        resolve();
+      });
+    });
+  }
+
+  address(): AddressInfo {
+    return this.server.address() as AddressInfo;
+  }
+
+  get listening(): boolean {
+    return this.server.listening;
+  }
+
+  /**
+   * Stops accepting and drops connections that have not finished their head; plain HTTP
+   * connections idle on keep-alive are closed too. Resolves when the listener is closed.
+   */
+  close(): Promise<void> {
+    const closed = new Promise<void>((resolve) => {
+      if (!this.server.listening) return resolve();
+      this.server.close(() => resolve());
+    });
+    for (const socket of this.#reading) socket.destroy();
+    this.#reading.clear();
+    this.#options.http.closeIdleConnections();
+    return closed;
+  }
+
+  /** Ends every connection node:http holds, busy or not (the last step of a shutdown). */
+  closeAllHttp(): void {
+    this.#options.http.closeAllConnections();
+  }
+
+  #accept(socket: Socket): void {
+    this.#reading.add(socket);
+    let received: Buffer | null = null;
+    const timer = setTimeout(() => {
+      finish();
+      this.#refuse(socket, 408, "the request head did not arrive in time");
+    }, this.#headTimeoutMs);
+    const finish = (): void => {
+      clearTimeout(timer);
+      this.#reading.delete(socket);
+      socket.off("data", onData);
+      socket.off("error", onError);
+      socket.off("close", onClose);
+    };
+    const onError = (error: Error): void => {
+      this.#options.logger.debug({ err: error }, "socket error before the request head");
+    };
+    const onClose = (): void => finish();
+    const onData = (chunk: Buffer): void => {
+      received = received === null ? chunk : Buffer.concat([received, chunk]);
+      const result = parseRequestHead(received, this.#maxHeadSize);
+      if (result.kind === "incomplete") return;
+      finish();
+      if (result.kind === "invalid") {
+        this.#refuse(socket, result.status, result.message, result.code);
+        return;
+      }
+      const { request, headLength } = result;
+      if (isUpgrade(request)) {
+        // The upgrade owns reading from here; nothing is read until it attaches, so bytes the
+        // client sends early wait in the kernel rather than being lost.
+        socket.pause();
+        if (hasBody(request)) {
+          this.#refuse(socket, 400, "an upgrade request with a body", "HTTP_ERR_UPGRADE_BODY");
+          return;
+        }
+        const head = received.subarray(headLength);
+        this.#options.onUpgrade(Object.assign(request, { socket }), socket, head);
+        return;
+      }
+      // Anything else is node's: give back what was read, then let it read the rest.
+      socket.pause();
+      socket.unshift(received);
+      this.#options.http.emit("connection", socket);
+      socket.resume();
+    };
+    socket.on("data", onData);
+    socket.on("error", onError);
+    socket.on("close", onClose);
+  }
+
+  #refuse(socket: Socket, status: number, why: string, code?: string): void {
+    this.#options.logger.info(
+      { status, code, remoteAddress: socket.remoteAddress },
+      `request refused: ${why}`,
+    );
+    // The socket keeps an error listener until it is gone, so a reset while refusing is quiet.
+    socket.on("error", () => {});
+    if (socket.writable) {
+      const text = STATUS_TEXT[status] ?? "Bad Request";
+      socket.end(
+        `HTTP/1.1 ${status} ${text}\r\nConnection: close\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: ${text.length + 1}\r\n\r\n${text}\n`,
+      );
+    }
+    setTimeout(() => socket.destroy(), 1000).unref();
+  }
+}
+
+/** What node:http would emit as "upgrade": Connection lists "upgrade" and Upgrade is present. */
+function isUpgrade(request: ParsedRequestHead): boolean {
+  return (
+    request.headers.upgrade !== undefined &&
+    request.method !== "CONNECT" &&
+    listsToken(request.headers.connection, "upgrade")
+  );
+}
+
+/** A body on an upgrade would be read as WebSocket frames: refuse rather than guess. */
+function hasBody(request: ParsedRequestHead): boolean {
+  const length = request.headers["content-length"];
+  return (
+    request.headers["transfer-encoding"] !== undefined || (length !== undefined && length !== "0")
+  );
+}
