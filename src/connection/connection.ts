@@ -13,6 +13,7 @@ import {
 import { DeflateClosedError, PerMessageDeflate } from "./deflate.js";
 import { ConnectionError } from "./errors.js";
 import { scheduleFlush } from "./flush.js";
+import { type HeartbeatOptions, type HeartbeatSchedule, startHeartbeat } from "./heartbeat.js";
 import type { PreparedDeflateOptions, PreparedMessage } from "./prepared.js";
 import type { PreparedBatch } from "./prepared-batch.js";
 import { Sender } from "./sender.js";
@@ -24,12 +25,7 @@ export { ConnectionError } from "./errors.js";
  * what the core may not: the socket, timers (heartbeat, close timeout), zlib, and backpressure.
  */
 
-export interface HeartbeatOptions {
-  /** Milliseconds between pings. */
-  interval: number;
-  /** Milliseconds to wait for the pong before the peer is declared dead. */
-  timeout: number;
-}
+export type { HeartbeatOptions } from "./heartbeat.js";
 
 export interface ConnectionOptions {
   role: Role;
@@ -98,8 +94,8 @@ export class WebSocketConnection extends EventEmitter<WebSocketConnectionEvents>
   private waitingForDrain = false;
   private head: Buffer | null = null;
 
-  private heartbeatTimer: NodeJS.Timeout | null = null;
-  private pongTimer: NodeJS.Timeout | null = null;
+  private heartbeat: HeartbeatSchedule | null = null;
+  private heartbeatTimeoutMs = 0;
   private closeTimer: NodeJS.Timeout | null = null;
 
   constructor(socket: Duplex, options: ConnectionOptions, head?: Buffer) {
@@ -376,10 +372,7 @@ export class WebSocketConnection extends EventEmitter<WebSocketConnectionEvents>
   }
 
   private onPong(data: Buffer): void {
-    if (this.pongTimer !== null) {
-      clearTimeout(this.pongTimer);
-      this.pongTimer = null;
-    }
+    this.heartbeat?.pong(this);
     try {
       this.emit("pong", data);
     } catch (error) {
@@ -568,30 +561,30 @@ export class WebSocketConnection extends EventEmitter<WebSocketConnectionEvents>
   // ─────────────────────────── heartbeat ───────────────────────────
 
   private startHeartbeat(options: HeartbeatOptions): void {
-    this.heartbeatTimer = setInterval(() => {
-      if (this.core.state !== "open") return;
-      if (this.pongTimer === null) {
-        this.pongTimer = setTimeout(() => {
-          this.pongTimer = null;
-          this.report(
-            new ConnectionError(
-              "WS_ERR_HEARTBEAT_TIMEOUT",
-              `no pong within ${options.timeout} ms of a ping`,
-            ),
-          );
-          this.socket.destroy();
-        }, options.timeout);
-        this.pongTimer.unref();
-      }
-      this.core.ping();
-    }, options.interval);
-    this.heartbeatTimer.unref();
+    this.heartbeatTimeoutMs = options.timeout;
+    this.heartbeat = startHeartbeat(this, options);
+  }
+
+  /** @internal Called by the shared heartbeat schedule. */
+  heartbeatPing(): boolean {
+    if (this.core.state !== "open") return false;
+    this.core.ping();
+    return true;
+  }
+
+  /** @internal Called by the shared heartbeat schedule. */
+  heartbeatTimeout(): void {
+    this.report(
+      new ConnectionError(
+        "WS_ERR_HEARTBEAT_TIMEOUT",
+        `no pong within ${this.heartbeatTimeoutMs} ms of a ping`,
+      ),
+    );
+    this.socket.destroy();
   }
 
   private stopHeartbeat(): void {
-    if (this.heartbeatTimer !== null) clearInterval(this.heartbeatTimer);
-    if (this.pongTimer !== null) clearTimeout(this.pongTimer);
-    this.heartbeatTimer = null;
-    this.pongTimer = null;
+    this.heartbeat?.delete(this);
+    this.heartbeat = null;
   }
 }
