@@ -25,6 +25,10 @@ export { ConnectionError } from "./errors.js";
  * what the core may not: the socket, timers (heartbeat, close timeout), zlib, and backpressure.
  */
 
+/** Where a socket keeps its connection, for the listeners all connections share. */
+const CONNECTION = Symbol("switchboard.connection");
+type SocketWithConnection = Duplex & { [CONNECTION]: WebSocketConnection };
+
 export type { HeartbeatOptions } from "./heartbeat.js";
 
 export interface ConnectionOptions {
@@ -122,7 +126,7 @@ export class WebSocketConnection extends EventEmitter<WebSocketConnectionEvents>
         maxBufferedBytes: options.maxBufferedBytes,
         compression: this.codec !== null,
       },
-      this.coreHandler(),
+      new WebSocketConnection.CoreEvents(this),
     );
     this.sender = new Sender(this.core, this.codec, (error) => this.sendFailed(error));
 
@@ -136,14 +140,14 @@ export class WebSocketConnection extends EventEmitter<WebSocketConnectionEvents>
     // ended on its own at the FIN would refuse the reply to a close frame still being parsed
     // (a client socket from http.request is not half-open by default).
     socket.allowHalfOpen = true;
-    socket.on("data", (chunk: Buffer) => this.onData(chunk));
-    socket.on("drain", () => this.onDrain());
-    socket.on("error", (error: Error) => this.onSocketError(error));
-    socket.on("end", () => this.onEnd());
-    socket.on("close", () => this.onSocketClose());
-    // The connection owns reading from here: a socket its server paused while it decided on
-    // the upgrade starts flowing, so the kernel's buffered bytes arrive in order.
-    socket.resume();
+    // Shared listeners that find this connection on the socket: five closures per connection
+    // would cost more memory than the rest of an idle connection's JavaScript state.
+    (socket as SocketWithConnection)[CONNECTION] = this;
+    socket.on("data", WebSocketConnection.socketData);
+    socket.on("drain", WebSocketConnection.socketDrain);
+    socket.on("error", WebSocketConnection.socketError);
+    socket.on("end", WebSocketConnection.socketEnd);
+    socket.on("close", WebSocketConnection.socketClose);
 
     if (options.heartbeat) this.startHeartbeat(options.heartbeat);
     // Bytes that came with the handshake are processed once the owner had a chance to listen:
@@ -300,37 +304,70 @@ export class WebSocketConnection extends EventEmitter<WebSocketConnectionEvents>
 
   // ─────────────────────────── core wiring ───────────────────────────
 
-  private coreHandler(): ProtocolHandler {
-    return {
-      output: (bytes) => this.queueOutput(bytes),
-      message: (data, isBinary) => {
-        try {
-          this.emit("message", data, isBinary);
-        } catch (error) {
-          this.listenerFailed(error);
-        }
-      },
-      ping: (data) => {
-        try {
-          this.emit("ping", data);
-        } catch (error) {
-          this.listenerFailed(error);
-        }
-      },
-      pong: (data) => this.onPong(data),
-      closeReceived: () => {
-        this.closeRequested = true;
-        this.stopHeartbeat();
-        this.armCloseTimer();
-        // The reply waits for messages the application sent that are still compressing.
-        if (this.core.closeReplyOwed) this.sender.closeReply();
-      },
-      deferCloseReply: () => this.sender.holdsCloseReply,
-      inflate: (payload, fin) => this.inflate(payload, fin),
-      error: (error) => this.report(error),
-      closeTransport: () => this.endTransport(),
-    };
-  }
+  private static readonly socketData = function (this: Duplex, chunk: Buffer): void {
+    (this as SocketWithConnection)[CONNECTION].onData(chunk);
+  };
+  private static readonly socketDrain = function (this: Duplex): void {
+    (this as SocketWithConnection)[CONNECTION].onDrain();
+  };
+  private static readonly socketError = function (this: Duplex, error: Error): void {
+    (this as SocketWithConnection)[CONNECTION].onSocketError(error);
+  };
+  private static readonly socketEnd = function (this: Duplex): void {
+    (this as SocketWithConnection)[CONNECTION].onEnd();
+  };
+  private static readonly socketClose = function (this: Duplex): void {
+    (this as SocketWithConnection)[CONNECTION].onSocketClose();
+  };
+
+  /**
+   * What the protocol core reports, as one small object per connection with its methods on a
+   * shared prototype, rather than an object of nine closures. Declared inside the class so it
+   * may use the connection's private members.
+   */
+  private static readonly CoreEvents = class CoreEvents implements ProtocolHandler {
+    constructor(private readonly conn: WebSocketConnection) {}
+    output(bytes: Uint8Array): void {
+      this.conn.queueOutput(bytes);
+    }
+    message(data: Buffer, isBinary: boolean): void {
+      try {
+        this.conn.emit("message", data, isBinary);
+      } catch (error) {
+        this.conn.listenerFailed(error);
+      }
+    }
+    ping(data: Buffer): void {
+      try {
+        this.conn.emit("ping", data);
+      } catch (error) {
+        this.conn.listenerFailed(error);
+      }
+    }
+    pong(data: Buffer): void {
+      this.conn.onPong(data);
+    }
+    closeReceived(): void {
+      const conn = this.conn;
+      conn.closeRequested = true;
+      conn.stopHeartbeat();
+      conn.armCloseTimer();
+      // The reply waits for messages the application sent that are still compressing.
+      if (conn.core.closeReplyOwed) conn.sender.closeReply();
+    }
+    deferCloseReply(): boolean {
+      return this.conn.sender.holdsCloseReply;
+    }
+    inflate(payload: Buffer, fin: boolean): void {
+      this.conn.inflate(payload, fin);
+    }
+    error(error: ProtocolError): void {
+      this.conn.report(error);
+    }
+    closeTransport(): void {
+      this.conn.endTransport();
+    }
+  };
 
   private onData(chunk: Buffer): void {
     if (this.head !== null) this.takeHead();

@@ -66,7 +66,9 @@ export class FrontDoor {
     this.#options = options;
     this.#maxHeadSize = options.maxHeadSize ?? DEFAULT_MAX_HEAD_SIZE;
     this.#headTimeoutMs = options.headTimeoutMs ?? DEFAULT_HEAD_TIMEOUT_MS;
-    this.server = createNetServer({ noDelay: true }, (socket) => this.#accept(socket));
+    // No noDelay option here: the connection sets it once it exists (a second setsockopt per
+    // connection otherwise), and plain requests get it when they are handed over.
+    this.server = createNetServer((socket) => this.#accept(socket));
     // A client may reuse a keep-alive connection of a plain request for its handshake; by then
     // the connection is node's, and node reads the upgrade.
     options.http.on("upgrade", (request: IncomingMessage, socket: Socket, head: Buffer) =>
@@ -142,9 +144,11 @@ export class FrontDoor {
       }
       const { request, headLength } = result;
       if (isUpgrade(request)) {
-        // The upgrade owns reading from here; nothing is read until it attaches, so bytes the
-        // client sends early wait in the kernel rather than being lost.
-        socket.pause();
+        // Neither flowing nor paused, as node:http leaves a socket it hands to its "upgrade"
+        // listeners: bytes the client sends before the connection listens are kept in the
+        // stream's buffer, and the connection's "data" listener starts the flow. Pausing
+        // instead would cost a readStop and a readStart per connection.
+        (socket as { readableFlowing: boolean | null }).readableFlowing = null;
         if (hasBody(request)) {
           this.#refuse(socket, 400, "an upgrade request with a body", "HTTP_ERR_UPGRADE_BODY");
           return;
@@ -153,7 +157,9 @@ export class FrontDoor {
         this.#options.onUpgrade(Object.assign(request, { socket }), socket, head);
         return;
       }
-      // Anything else is node's: give back what was read, then let it read the rest.
+      // Anything else is node's: give back what was read, then let it read the rest. A
+      // node:http server that listens sets no-delay on its own connections; this one does not.
+      socket.setNoDelay(true);
       socket.pause();
       socket.unshift(received);
       this.#options.http.emit("connection", socket);

@@ -257,6 +257,12 @@ export async function startServiceServer(options: ServiceServerOptions): Promise
     verify,
   };
 
+  // One listener for every connection, not a closure per connection: a closure made in
+  // onUpgrade would share its scope with the `.then` below and keep the upgrade request (its
+  // headers and socket bookkeeping) alive for as long as the connection lives.
+  const forget = function (this: WebSocketConnection): void {
+    connections.delete(this);
+  };
   const onUpgrade = (req: UpgradeHttpRequest, socket: Duplex, head: Buffer): void => {
     let connected = false;
     void handleUpgrade(req, socket, head, upgradeOptions, (conn, request) => {
@@ -270,7 +276,7 @@ export async function startServiceServer(options: ServiceServerOptions): Promise
       const config = entry.host.serviceConfig;
       const id = nextClientId++;
       connections.add(conn);
-      conn.once("close", () => connections.delete(conn));
+      conn.on("close", forget);
       const url = request.url ?? "/";
       const queryAt = url.indexOf("?");
       const headers = selectHeaders(request, config?.headers ?? []);

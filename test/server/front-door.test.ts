@@ -105,6 +105,23 @@ describe("front door: opening handshakes", () => {
     expect(text.indexOf("101")).toBeLessThan(text.indexOf("one"));
   });
 
+  it("keeps frames that arrive while an asynchronous verify is still deciding", async () => {
+    const { server } = await echoServer({
+      verify: async () => {
+        await sleep(100);
+        return true as const;
+      },
+    });
+    const client = await raw(server.port);
+    client.socket.write(HANDSHAKE);
+    await sleep(20);
+    client.socket.write(textFrame("early"));
+    const reply = await client.until((text) => text.includes("early"), "the echo");
+    expect(reply.toString("latin1").indexOf("101")).toBeLessThan(
+      reply.toString("latin1").indexOf("early"),
+    );
+  });
+
   it("answers a handshake that is not one with the handshake's own status", async () => {
     const { server } = await echoServer();
     const client = await raw(server.port);
