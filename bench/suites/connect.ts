@@ -1,0 +1,317 @@
+// The connect suite: connection rate. How many whole WebSocket connections per second a server
+// takes through their life with 32 concurrent connectors: TCP connect, the opening handshake
+// (RFC 6455 section 4.1, a fresh key each time), a closing handshake started by the client with
+// code 1000 (section 7.1.2) and the server's close of the TCP connection (section 7.1.1).
+// Measured for Switchboard (the echo service on the service server, with the service on the I/O
+// thread and in a worker thread), for the `ws` package and for uWebSockets.js, when the
+// `uwebsockets` package loads.
+//
+// The C generator (bench/loadgen/connect-load.c) keeps exactly C connections in progress, checks
+// every response and every close, and ends the run with an error on the first one that goes
+// wrong. See docs/benchmarks.md for how to read the output.
+import { formatFixed, formatPct, formatRate, table } from "../lib/format.js";
+import { type Outcome, runGenerator } from "../lib/generator.js";
+import type { Placement } from "../lib/machine.js";
+import { intFlag } from "../lib/options.js";
+import type {
+  CaseResult,
+  Figure,
+  Ratio,
+  SharedOptions,
+  Suite,
+  SuiteContext,
+  SuiteResult,
+} from "../lib/result.js";
+import {
+  peerSpecs,
+  type RunningServer,
+  roundRobin,
+  type ServerSpec,
+  switchboardSpecs,
+} from "../lib/server.js";
+import {
+  check,
+  cpuNote,
+  figureOf,
+  median,
+  okRuns,
+  type RatioSpec,
+  ratioOf,
+  ratioTable,
+  ratioWarnings,
+  summarize,
+  type WindowFields,
+} from "../lib/stats.js";
+
+/** What the product asks of Switchboard's connection rate (isolation main) relative to ws. */
+const TARGET_VS_WS = 1.5;
+const TARGET_WORKER_VS_MAIN = 0.7;
+/** Longest a single connection may take from connect() to the server's FIN. */
+const CONNECTION_TIMEOUT_MS = 5_000;
+
+export interface ConnectOptions {
+  rounds: number;
+  warmupMs: number;
+  durationMs: number;
+  concurrency: number;
+  /** Between runs: the server finishes with the last run's connections. */
+  pauseMs: number;
+}
+
+/** One line of the generator's JSON output (see connect-load.c). */
+interface ConnectLine extends WindowFields {
+  concurrency: number;
+  warmup_s: number;
+  /** Connections that completed their whole life in the measured window. */
+  handshakes: number;
+  handshakes_per_s: number;
+  errors: number;
+  total_handshakes: number;
+  /** Connections in progress when the window closed, all of which then completed cleanly. */
+  drained: number;
+  drain_s: number;
+  /** From connect() to a validated 101 response. */
+  upgrade_p50_ms: number;
+  upgrade_p99_ms: number;
+}
+
+type ConnectOutcome = Outcome<ConnectLine>;
+type ConnectRun = Extract<ConnectOutcome, { ok: true }>;
+
+function serverSpecs(shared: SharedOptions, uws: boolean): ServerSpec[] {
+  // Services here run on the I/O thread or in a worker; "process" is not measured.
+  const isolation = shared.isolation.filter((mode) => mode !== "process");
+  return [
+    ...switchboardSpecs(isolation, "switchboard-service.ts"),
+    ...peerSpecs(shared.peers, uws, { ws: "ws-echo.ts", uws: "uws-echo.ts" }),
+  ];
+}
+
+function runConnect(
+  binary: string,
+  server: RunningServer,
+  opts: ConnectOptions,
+  where: Placement,
+): Promise<ConnectOutcome> {
+  const args = [
+    "--port",
+    String(server.port),
+    "--path",
+    "/echo",
+    "--concurrency",
+    String(opts.concurrency),
+    "--warmup-ms",
+    String(opts.warmupMs),
+    "--duration-ms",
+    String(opts.durationMs),
+    "--timeout-ms",
+    String(CONNECTION_TIMEOUT_MS),
+    "--server-pid",
+    String(server.pid),
+  ];
+  if (where.generatorCpu !== undefined) args.push("--cpu", String(where.generatorCpu));
+  if (where.serverCpu !== undefined) args.push("--server-cpu", String(where.serverCpu));
+  // Warm-up, window, then at most one connection timeout of draining, plus the generator's own
+  // margin of a second: past this the generator is stuck, and its figure would mean nothing.
+  return runGenerator<ConnectLine>(binary, args, {
+    limitMs: opts.warmupMs + opts.durationMs + 2 * CONNECTION_TIMEOUT_MS + 5_000,
+    serverPid: server.pid,
+  });
+}
+
+/** Switchboard against each peer (main against ws has the target), and worker against main. */
+function ratioSpecs(specs: ServerSpec[]): RatioSpec[] {
+  const ours = specs.filter((s) => s.kind === "switchboard");
+  const peers = specs.filter((s) => s.kind === "ws" || s.kind === "uws");
+  const out: RatioSpec[] = [];
+  for (const a of ours) {
+    for (const b of peers) {
+      out.push({
+        ours: a.name,
+        peer: b.name,
+        target: a.isolation === "main" && b.kind === "ws" ? TARGET_VS_WS : undefined,
+        chart: true,
+      });
+    }
+  }
+  const main = ours.find((s) => s.isolation === "main");
+  const worker = ours.find((s) => s.isolation === "worker");
+  // The cost of attaching each connection to a service in a worker.
+  if (main && worker) {
+    out.push({ ours: worker.name, peer: main.name, target: TARGET_WORKER_VS_MAIN, chart: false });
+  }
+  return out;
+}
+
+export async function runConnectSuite(
+  shared: SharedOptions,
+  opts: ConnectOptions,
+  ctx: SuiteContext,
+): Promise<SuiteResult> {
+  const started = Date.now();
+  const binary = ctx.generators.connect;
+  if (!binary) throw new Error("the connect generator was not built");
+  const specs = serverSpecs(shared, ctx.uwsVersion !== undefined);
+  const c = {
+    id: `c${opts.concurrency}`,
+    label: `${opts.concurrency} concurrent connectors`,
+  };
+  ctx.log(
+    `connection rate over loopback: ${opts.concurrency} connections in progress at once, each ` +
+      "connect, upgrade, close 1000 and the server's FIN; " +
+      `${opts.rounds} round(s) of ${opts.warmupMs} ms warm-up + ${opts.durationMs} ms measured`,
+  );
+  ctx.log(`servers: ${specs.map((s) => s.name).join(", ")}`);
+
+  const runs: Record<string, ConnectOutcome[]> = Object.fromEntries(
+    specs.map((s) => [s.name, [] as ConnectOutcome[]]),
+  );
+  const servers = await ctx.servers.start(specs);
+  try {
+    await roundRobin(opts.rounds, [c], servers, opts.pauseMs, async (round, _c, server) => {
+      const outcome = await runConnect(binary, server, opts, ctx.where);
+      runs[server.spec.name].push(outcome);
+      const shown = outcome.ok
+        ? `${formatRate(outcome.handshakes_per_s)} handshakes/s, ` +
+          `p50 ${formatFixed(outcome.latency_p50_ms, 1)} ms ${cpuNote(outcome, true)}`
+        : `error: ${outcome.error}`;
+      ctx.log(`  round ${round + 1}/${opts.rounds}  ${server.spec.name.padEnd(20)} ${shown}`);
+    });
+  } finally {
+    await ctx.servers.release(servers);
+  }
+
+  const warnings: string[] = [];
+  let failed = false;
+  const figures: Figure[] = specs.map((spec) => {
+    const outcomes = runs[spec.name];
+    const s = summarize(
+      outcomes,
+      (run) => run.handshakes_per_s,
+      (run) => run.handshakes,
+    );
+    const { flags, warnings: w } = check(spec.name, s, { rounds: opts.rounds, busy: "core" });
+    if (s.errors.length > 0) failed = true;
+    warnings.push(...w);
+    const ok = okRuns(outcomes) as ConnectRun[];
+    return figureOf(spec.name, s, flags, {
+      upgradeP50Ms: median(ok.map((r) => r.upgrade_p50_ms)),
+      serverCorePct: s.serverCorePct,
+      serverCoreIrqPct: s.serverCoreIrqPct,
+      serverRssMiB: s.serverRssMiB,
+    });
+  });
+  const result: CaseResult = {
+    id: c.id,
+    label: c.label,
+    metric: { name: "handshakes/s", higherIsBetter: true },
+    figures,
+    runs,
+  };
+  const ratios: Ratio[] = ratioSpecs(specs).flatMap((spec) => {
+    const ratio = ratioOf("connect", result, figures, runs, spec, (run) =>
+      (run as ConnectOutcome).ok ? (run as ConnectRun).handshakes_per_s : Number.NaN,
+    );
+    return ratio ? [ratio] : [];
+  });
+
+  const rows = [
+    [
+      "server",
+      "handshakes/s",
+      "per CPU-s",
+      "p50 ms",
+      "p99 ms",
+      "p99.9 ms",
+      "upgrade p50",
+      "server CPU",
+      "core (irq)",
+      "generator CPU",
+      "RSS MiB",
+      "spread",
+      "flags",
+    ],
+  ];
+  const ms = (n: number) => formatFixed(n, 1);
+  for (const f of figures) {
+    rows.push([
+      f.server,
+      formatRate(f.value),
+      formatRate(f.perServerCpuS),
+      ms(f.p50Ms),
+      ms(f.p99Ms),
+      ms(f.p999Ms),
+      ms(f.extra.upgradeP50Ms),
+      formatPct(f.serverCpuPct),
+      `${formatPct(f.extra.serverCorePct)} (${formatPct(f.extra.serverCoreIrqPct)})`,
+      formatPct(f.generatorCpuPct),
+      formatFixed(f.extra.serverRssMiB, 0),
+      formatPct(f.spreadPct),
+      f.flags.join(", "),
+    ]);
+  }
+  ctx.log(`\n${table(rows)}`);
+  ctx.log(`\n${ratioTable(ratios)}`);
+  ctx.log(
+    "\nhandshakes/s: connections per second that went through their whole life in the measured\n" +
+      "  window: TCP connect, upgrade (101, accept checked), close 1000 echoed, the server's FIN\n" +
+      "  (median of rounds)\n" +
+      "per CPU-s: handshakes per CPU-second of the server, all threads (less sensitive to other load)\n" +
+      "p50/p99/p99.9 ms: one whole cycle, from connect() to the server's FIN; with " +
+      `${opts.concurrency} in progress\n` +
+      `  that is about ${opts.concurrency} / handshakes/s when the server is the bottleneck\n` +
+      "upgrade p50: from connect() to the validated 101 response\n" +
+      "server CPU: % of one core used by the server's process, all threads and child processes\n" +
+      "core (irq): how busy the server's CPU was, and in parentheses the part in interrupts and\n" +
+      "  softirqs (the kernel's loopback TCP work, partly also counted in the process's CPU)\n" +
+      "generator CPU: highest of its runs\n" +
+      "RSS: the server's resident memory at the end of the measured window (highest of its runs)\n" +
+      "spread: (max - min) / median handshakes/s across rounds\n" +
+      `targets: switchboard main >= ${TARGET_VS_WS.toFixed(2)} x ws; worker / main >= ` +
+      `${TARGET_WORKER_VS_MAIN.toFixed(2)}`,
+  );
+  warnings.push(...ratioWarnings(ratios));
+  for (const warning of warnings) ctx.log(`warning: ${warning}`);
+
+  return {
+    id: "connect",
+    title: "Connect",
+    description:
+      `${opts.concurrency} connections in progress at once, each going through TCP connect, the ` +
+      "opening handshake (fresh key, accept checked), a closing handshake with code 1000 and the " +
+      "server's FIN.",
+    options: opts,
+    servers: specs,
+    cases: [result],
+    ratios,
+    notices: [],
+    warnings,
+    failed,
+    elapsedS: (Date.now() - started) / 1000,
+  };
+}
+
+export const connectSuite: Suite<ConnectOptions> = {
+  id: "connect",
+  title: "connect",
+  usage: `  --concurrency N       connections in progress at once (default 32)
+  --warmup-ms N         warm-up before each measurement (default 1000; --quick 100)
+  --duration-ms N       measured window per run (default 3000; --quick 400)`,
+  flags: { "--concurrency": "value", "--warmup-ms": "value", "--duration-ms": "value" },
+  generators: ["connect"],
+  options(shared, flags) {
+    const quick = shared.quick;
+    return {
+      rounds: shared.rounds ?? (quick ? 1 : 5),
+      warmupMs: intFlag(flags, "--warmup-ms", quick ? 100 : 1000, 0, 60_000),
+      durationMs: intFlag(flags, "--duration-ms", quick ? 400 : 3000, 100, 120_000),
+      concurrency: intFlag(flags, "--concurrency", 32, 1, 1024),
+      pauseMs: quick ? 200 : 300,
+    };
+  },
+  estimateS(shared, opts, uws) {
+    const runs = serverSpecs(shared, uws).length * opts.rounds;
+    return runs * ((opts.warmupMs + opts.durationMs + opts.pauseMs) / 1000 + 0.3) + 3;
+  },
+  run: runConnectSuite,
+};
