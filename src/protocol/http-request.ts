@@ -45,19 +45,27 @@ export type RequestHeadResult =
 
 const CRLF = 0x0a0d; // "\r\n" read as a little-endian 16-bit word
 const HEAD_END = Buffer.from("\r\n\r\n", "latin1");
-const TOKEN = /^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/;
+/** tchar (RFC 9110 section 5.6.2), by character code. */
+const TCHAR = new Uint8Array(128);
+for (const c of "!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ") {
+  TCHAR[c.charCodeAt(0)] = 1;
+}
+
+function isToken(value: string): boolean {
+  if (value.length === 0) return false;
+  for (let i = 0; i < value.length; i++) {
+    const c = value.charCodeAt(i);
+    if (c >= 128 || TCHAR[c] === 0) return false;
+  }
+  return true;
+}
+
+function isBlank(c: number): boolean {
+  return c === 0x20 || c === 0x09;
+}
 // RFC 9112 section 3.2: origin-form, absolute-form, authority-form or "*"; any visible ASCII.
 const TARGET = /^[\x21-\x7e]+$/;
 const VERSION = /^HTTP\/([0-9])\.([0-9])$/;
-
-/** RFC 9110 section 5.5: field-vchar, SP and HTAB only; obs-text (0x80-0xff) is passed through. */
-function hasControlCharacter(value: string): boolean {
-  for (let i = 0; i < value.length; i++) {
-    const c = value.charCodeAt(i);
-    if ((c < 0x20 && c !== 0x09) || c === 0x7f) return true;
-  }
-  return false;
-}
 
 /**
  * node:http keeps the first of these and drops repeats (they cannot be combined into a list).
@@ -117,11 +125,11 @@ export function parseRequestHead(
     return invalid(431, "HTTP_ERR_HEAD_TOO_LARGE", `request head over ${maxHeadSize} bytes`);
   }
   // latin1 maps each byte to one code unit, so obs-text in values survives as node passes it.
-  const lines = bytes.toString("latin1", start, end).split("\r\n");
-
-  const requestLine = lines[0];
+  const text = bytes.toString("latin1", start, end);
+  const lineEnd = text.indexOf("\r\n");
+  const requestLine = lineEnd === -1 ? text : text.slice(0, lineEnd);
   const parts = requestLine.split(" ");
-  if (parts.length !== 3 || !TOKEN.test(parts[0]) || !TARGET.test(parts[1])) {
+  if (parts.length !== 3 || !isToken(parts[0]) || !TARGET.test(parts[1])) {
     return invalid(400, "HTTP_ERR_REQUEST_LINE", "malformed request line");
   }
   const version = VERSION.exec(parts[2]);
@@ -130,38 +138,50 @@ export function parseRequestHead(
     return invalid(505, "HTTP_ERR_VERSION", `HTTP/${version[1]}.${version[2]} is not supported`);
   }
 
-  if (lines.length - 1 > MAX_HEADER_FIELDS) {
-    return invalid(431, "HTTP_ERR_TOO_MANY_FIELDS", `more than ${MAX_HEADER_FIELDS} fields`);
-  }
-  const headers: Record<string, string | string[]> = Object.create(null);
+  const headers: Record<string, string | string[]> = {};
   const rawHeaders: string[] = [];
-  for (let i = 1; i < lines.length; i++) {
-    const line = lines[i];
-    const first = line.charCodeAt(0);
+  let fields = 0;
+  // One pass over the fields by offsets into `text`: no array of lines, no regular expressions.
+  for (let at = lineEnd === -1 ? text.length : lineEnd + 2; at < text.length; ) {
+    let next = text.indexOf("\r\n", at);
+    if (next === -1) next = text.length;
+    if (++fields > MAX_HEADER_FIELDS) {
+      return invalid(431, "HTTP_ERR_TOO_MANY_FIELDS", `more than ${MAX_HEADER_FIELDS} fields`);
+    }
+    const first = text.charCodeAt(at);
     if (first === 0x20 || first === 0x09) {
       return invalid(400, "HTTP_ERR_LINE_FOLDING", "obsolete line folding");
     }
-    const colon = line.indexOf(":");
-    if (colon === -1) return invalid(400, "HTTP_ERR_FIELD_LINE", "a field line without ':'");
-    const rawName = line.slice(0, colon);
-    if (!TOKEN.test(rawName)) {
+    const colon = text.indexOf(":", at);
+    if (colon === -1 || colon > next) {
+      return invalid(400, "HTTP_ERR_FIELD_LINE", "a field line without ':'");
+    }
+    const rawName = text.slice(at, colon);
+    if (!isToken(rawName)) {
       return invalid(400, "HTTP_ERR_FIELD_NAME", "a field name that is not a token");
     }
     let from = colon + 1;
-    let to = line.length;
-    while (from < to && (line.charCodeAt(from) === 0x20 || line.charCodeAt(from) === 0x09)) from++;
-    while (to > from && (line.charCodeAt(to - 1) === 0x20 || line.charCodeAt(to - 1) === 0x09)) {
-      to--;
+    let to = next;
+    while (from < to && isBlank(text.charCodeAt(from))) from++;
+    while (to > from && isBlank(text.charCodeAt(to - 1))) to--;
+    for (let i = from; i < to; i++) {
+      const c = text.charCodeAt(i);
+      if ((c < 0x20 && c !== 0x09) || c === 0x7f) {
+        return invalid(400, "HTTP_ERR_FIELD_VALUE", `control character in ${rawName}`);
+      }
     }
-    const value = line.slice(from, to);
-    if (hasControlCharacter(value)) {
-      return invalid(400, "HTTP_ERR_FIELD_VALUE", `control character in ${rawName}`);
-    }
+    const value = text.slice(from, to);
     rawHeaders.push(rawName, value);
     const name = rawName.toLowerCase();
-    const previous = headers[name];
+    const previous = Object.hasOwn(headers, name) ? headers[name] : undefined;
     if (previous === undefined) {
-      headers[name] = name === "set-cookie" ? [value] : value;
+      const first = name === "set-cookie" ? [value] : value;
+      // A field named __proto__ is a field like any other, not the object's prototype.
+      if (name === "__proto__") {
+        Object.defineProperty(headers, name, { value: first, enumerable: true, writable: true });
+      } else {
+        headers[name] = first;
+      }
     } else if (name === "host") {
       return invalid(400, "HTTP_ERR_DUPLICATE_HOST", "more than one Host field");
     } else if (name === "set-cookie") {
@@ -169,6 +189,7 @@ export function parseRequestHead(
     } else if (!SINGLE_VALUED.has(name)) {
       headers[name] = `${previous}${name === "cookie" ? "; " : ", "}${value}`;
     }
+    at = next + 2;
   }
 
   return {
