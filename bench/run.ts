@@ -10,13 +10,16 @@
 //   idle       server memory per idle connection, 19,000 of them
 //
 // Each suite is in bench/suites/, the code they share in bench/lib/. The C load generators
-// (bench/loadgen/) are compiled once, at the start. Each server runs alone, pinned to one core,
-// the generator to another. After the run the report goes to bench/results/<date>.{json,md,svg}
-// and bench/results/latest.*; with --publish also to docs/performance.{md,svg} and README.md.
+// (bench/loadgen/) are compiled once, at the start, and so are the servers: tsc compiles them,
+// Switchboard's sources and the bench services into bench/.build/js, where they run with plain
+// node, as Switchboard ships and as ws and uWebSockets.js run (--tsx runs their TypeScript
+// through tsx instead). Each server runs alone, pinned to one core, the generator to another.
+// After the run the report goes to bench/results/<date>.{json,md,svg} and
+// bench/results/latest.*; with --publish also to docs/performance.{md,svg} and README.md.
 // See docs/benchmarks.md for what is measured and how to read it.
 import { copyFileSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import path from "node:path";
-import { compileGenerators, type GeneratorName } from "./lib/build.js";
+import { buildServers, compileGenerators, type GeneratorName } from "./lib/build.js";
 import { chart } from "./lib/chart.js";
 import { formatPct, formatRatio, table } from "./lib/format.js";
 import {
@@ -37,7 +40,13 @@ import type {
   SuiteId,
   SuiteResult,
 } from "./lib/result.js";
-import { type Isolation, type Peer, ServerPool } from "./lib/server.js";
+import {
+  type Isolation,
+  type Peer,
+  SERVER_MODE_TEXT,
+  type ServerMode,
+  ServerPool,
+} from "./lib/server.js";
 import { OTHER_LOAD_WARN_PCT } from "./lib/stats.js";
 import { broadcastSuite } from "./suites/broadcast.js";
 import { connectSuite } from "./suites/connect.js";
@@ -62,6 +71,7 @@ const SHARED_FLAGS: Record<string, "value" | "switch"> = {
   "--publish": "switch",
   "--peers": "value",
   "--isolation": "value",
+  "--tsx": "switch",
   "--help": "switch",
   "-h": "switch",
 };
@@ -77,6 +87,9 @@ const USAGE = `usage: npm run bench -- [options]
   --peers A,B           servers to compare with: ws, uws, or none (default ws,uws; uws is
                         skipped with a notice when the uwebsockets package does not load)
   --no-pin              do not pin the servers and the generators to separate cores
+  --tsx                 run the servers from their TypeScript through tsx instead of compiled
+                        with tsc into bench/.build/js (tsx keeps function names: esbuild's
+                        keepNames costs Switchboard's per-connection closures memory and CPU)
   --publish             also write docs/performance.md and docs/performance.svg and update the
                         performance section of README.md
   --help                this text
@@ -142,6 +155,7 @@ function parseArgs(argv: string[]): Parsed {
     peers: flags.has("--peers")
       ? parseNames<Peer>("--peers", String(flags.get("--peers")), ["ws", "uws"])
       : ["ws", "uws"],
+    tsx: flags.has("--tsx"),
   };
   return { shared, only, publish: flags.has("--publish"), flags };
 }
@@ -187,7 +201,8 @@ function readmeSection(report: Report): string {
       `Measured with \`${report.command}\` on ${report.date.slice(0, 10)} (git ${m.git}): ` +
         `${m.cpu}, ${m.cores} CPUs, ${m.kernel}, Node ${m.node}, ws ${m.ws}` +
         `${m.uwebsockets ? `, uWebSockets.js (uwebsockets ${m.uwebsockets})` : ""}; ` +
-        `${report.placement}. Each figure is the median of the rounds, each ratio Switchboard's ` +
+        `${report.placement}; servers ${SERVER_MODE_TEXT[report.server_mode]}. ` +
+        "Each figure is the median of the rounds, each ratio Switchboard's " +
         "figure over the peer's in the same run, with the same load generator." +
         (report.quick
           ? " **This is a `--quick` smoke run: rerun without `--quick` for figures.**"
@@ -237,11 +252,18 @@ async function main(): Promise<number> {
   const suites = SUITES.filter((s) => only.includes(s.id));
   const suiteOptions = new Map(suites.map((s) => [s.id, s.options(shared, flags)]));
 
-  // Every generator the run needs, compiled once, side by side.
+  // Every generator the run needs, and the servers unless they run through tsx, compiled once,
+  // side by side; each only when its sources changed since the last build.
+  const serverMode: ServerMode = shared.tsx ? "tsx" : "compiled";
   const needed = [...new Set(suites.flatMap((s) => s.generators))] as GeneratorName[];
-  const generators = await compileGenerators(needed);
+  const buildNeeded = serverMode === "compiled" && suites.some((s) => s.startsServers);
+  const [generators, build] = await Promise.all([
+    compileGenerators(needed),
+    buildNeeded ? buildServers() : undefined,
+  ]);
 
   const notices: string[] = [];
+  if (build?.warning) notices.push(build.warning);
   let uwsVersion: string | undefined;
   if (shared.peers.includes("uws")) {
     const available = uwsAvailability();
@@ -273,6 +295,14 @@ async function main(): Promise<number> {
   );
   console.log(machineLine(machine));
   console.log(`${where.note}; ${command}`);
+  console.log(
+    `servers: ${SERVER_MODE_TEXT[serverMode]}` +
+      (build
+        ? build.rebuilt
+          ? ` (built in ${(build.ms / 1000).toFixed(1)} s)`
+          : " (up to date with their sources)"
+        : ""),
+  );
   for (const notice of notices) console.log(`notice: ${notice}`);
   if (backgroundPct !== undefined && backgroundPct > OTHER_LOAD_WARN_PCT) {
     console.log(
@@ -285,7 +315,8 @@ async function main(): Promise<number> {
     where,
     generators,
     uwsVersion,
-    servers: new ServerPool(where, shared.quick),
+    servers: new ServerPool(where, shared.quick, serverMode),
+    serverMode,
     log: (line) => console.log(line),
   };
   const results: SuiteResult[] = [];
@@ -315,6 +346,10 @@ async function main(): Promise<number> {
     quick: shared.quick,
     machine,
     placement: where.note,
+    server_mode: serverMode,
+    server_build: build
+      ? { dir: path.relative(rootDir, build.jsDir), rebuilt: build.rebuilt, ms: build.ms }
+      : null,
     background_load_pct: backgroundPct ?? null,
     options: { shared, suites: Object.fromEntries(suiteOptions) },
     suites: results,
@@ -348,7 +383,8 @@ async function main(): Promise<number> {
   for (const notice of notices) console.log(`notice: ${notice}`);
 
   mkdirSync(resultsDir, { recursive: true });
-  const stamp = `${report.date.replace(/[:.]/g, "-")}${shared.quick ? "-quick" : ""}`;
+  const stamp =
+    report.date.replace(/[:.]/g, "-") + (shared.quick ? "-quick" : "") + (shared.tsx ? "-tsx" : "");
   const base = path.join(resultsDir, stamp);
   const svg = chart(report);
   writeFileSync(`${base}.json`, `${JSON.stringify(report, null, 2)}\n`);

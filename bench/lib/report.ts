@@ -3,6 +3,7 @@
 import { formatMs, formatPct, formatRate, formatRatio, markdownTable } from "./format.js";
 import { type Machine, machineLine } from "./machine.js";
 import type { Figure, Flag, Ratio, SharedOptions, SuiteId, SuiteResult } from "./result.js";
+import { SERVER_MODE_TEXT, type ServerMode } from "./server.js";
 
 export interface Report {
   /** ISO date of the start. */
@@ -14,6 +15,10 @@ export interface Report {
   quick: boolean;
   machine: Machine;
   placement: string;
+  /** How the servers ran: compiled with tsc, with plain node, or through tsx (--tsx). */
+  server_mode: ServerMode;
+  /** The compiled servers' build: where, whether this run compiled them, how long it took. */
+  server_build: { dir: string; rebuilt: boolean; ms: number } | null;
   /** % of one core other processes used just before the run. */
   background_load_pct: number | null;
   options: { shared: SharedOptions; suites: Partial<Record<SuiteId, object>> };
@@ -127,6 +132,7 @@ export function markdown(report: Report, links: { chart: string; docs: string })
   lines.push(
     `- **Machine:** ${machineLine(m)}`,
     `- **Placement:** ${report.placement}`,
+    `- **Servers:** ${SERVER_MODE_TEXT[report.server_mode]}`,
     `- **Command:** \`${report.command}\``,
     `- **Date:** ${date}, ${Math.round(report.elapsed_s)} s`,
   );

@@ -4,7 +4,7 @@
 // the report (report.ts) and the chart (chart.ts).
 import type { GeneratorName } from "./build.js";
 import type { Placement } from "./machine.js";
-import type { Isolation, Peer, ServerPool, ServerSpec } from "./server.js";
+import type { Isolation, Peer, ServerMode, ServerPool, ServerSpec } from "./server.js";
 
 export type SuiteId = "echo" | "deflate" | "broadcast" | "connect" | "idle";
 
@@ -117,6 +117,8 @@ export interface SharedOptions {
   /** Where the Switchboard service runs; one Switchboard server per mode. */
   isolation: Isolation[];
   peers: Peer[];
+  /** --tsx: every server from its TypeScript through tsx instead of compiled. */
+  tsx: boolean;
 }
 
 export interface SuiteContext {
@@ -127,6 +129,8 @@ export interface SuiteContext {
   uwsVersion?: string;
   /** Starts the suite's servers, or hands out an earlier suite's (--quick); see ServerPool. */
   servers: ServerPool;
+  /** How the servers run: compiled (built before the first suite) or through tsx (--tsx). */
+  serverMode: ServerMode;
   /** Prints a line of progress (the console). */
   log: (line: string) => void;
 }
@@ -140,6 +144,8 @@ export interface Suite<O extends object> {
   flags: Record<string, "value" | "switch">;
   /** The generators it runs. */
   generators: GeneratorName[];
+  /** Whether it starts Node servers (bench/servers/), which the run then compiles first. */
+  startsServers: boolean;
   /** Its options from the shared ones and the values of its own flags. */
   options(shared: SharedOptions, flags: FlagValues): O;
   /** A rough duration in seconds, for the estimate printed at the start. */

@@ -1,9 +1,13 @@
 // Starting and stopping the servers under test: each in its own Node process, ready once it
 // prints its ws://127.0.0.1:PORT line, and then pinned to the server's CPU when the placement
-// says so (see pinProcessTree).
+// says so (see pinProcessTree). A server runs compiled (bench/.build/js, see buildServers in
+// build.ts) with plain node, or with --tsx from its TypeScript through tsx.
 import { type ChildProcess, spawn } from "node:child_process";
+import { existsSync } from "node:fs";
 import path from "node:path";
 import { createInterface } from "node:readline";
+import { pathToFileURL } from "node:url";
+import { compiledPath } from "./build.js";
 import { type Placement, pinProcessTree } from "./machine.js";
 import { rootDir, track, withFileLimit } from "./proc.js";
 
@@ -11,13 +15,27 @@ export type Isolation = "main" | "worker" | "process";
 export type Peer = "ws" | "uws";
 export type ServerKind = "switchboard" | "switchboard-plain" | Peer;
 
+/**
+ * How the servers run: "compiled", tsc's output in bench/.build/js with plain node, as
+ * Switchboard ships (dist/) and as ws and uWebSockets.js run; or "tsx", their TypeScript through
+ * `--import tsx` (esbuild with keepNames: every named function gets an own `name` property,
+ * which costs Switchboard's per-connection closures memory and CPU).
+ */
+export type ServerMode = "compiled" | "tsx";
+
+/** How the report and the console say it. */
+export const SERVER_MODE_TEXT: Record<ServerMode, string> = {
+  compiled: "compiled with tsc (bench/.build/js), run with plain node",
+  tsx: "run from their TypeScript through tsx (--tsx; esbuild's keepNames costs Switchboard memory and CPU)",
+};
+
 export interface ServerSpec {
   /** Column label: "switchboard main", "ws", "uWS". */
   name: string;
   kind: ServerKind;
   /** Where the service runs, for the service server. */
   isolation?: Isolation;
-  /** Relative to the repository root. */
+  /** The TypeScript, relative to the repository root ("bench/servers/ws-echo.ts"); see scriptPath. */
   script: string;
   /** After `--port 0`. */
   args: string[];
@@ -38,8 +56,14 @@ export interface RunningServer {
 
 export interface StartOptions {
   where: Placement;
-  /** Default: `--import tsx <script> --port 0 <args>`. */
-  nodeArgs?: string[];
+  /** Compiled (the default: built by buildServers first) or through tsx. */
+  mode?: ServerMode;
+  /** Where the compiled servers are (default bench/.build/js). */
+  jsDir?: string;
+  /** Node's own flags, first ("--expose-gc"). */
+  nodeFlags?: string[];
+  /** Scripts loaded with --import before the server's, run the same way ("bench/servers/x.ts"). */
+  preload?: string[];
   /** Raise the server's soft limit on open files to this first (see withFileLimit). */
   fileLimit?: number;
   /** Sees every stdout line before the URL is looked for; true when it consumed the line. */
@@ -50,15 +74,46 @@ export interface StartOptions {
 const READY_TIMEOUT_MS = 30_000;
 const STOP_TIMEOUT_MS = 3_000;
 
-export async function startServer(spec: ServerSpec, options: StartOptions): Promise<RunningServer> {
-  const nodeArgs = options.nodeArgs ?? [
+/** A script relative to the root ("bench/servers/ws-echo.ts") as it runs in `mode`: a path. */
+export function scriptPath(script: string, mode: ServerMode, jsDir?: string): string {
+  if (mode === "tsx") return path.join(rootDir, script);
+  const compiled = compiledPath(script, jsDir);
+  if (!existsSync(compiled)) {
+    throw new Error(
+      `${path.relative(rootDir, compiled)} does not exist: the servers run compiled, built by ` +
+        "bench/run.ts before the first suite (buildServers in bench/lib/build.ts); or use --tsx",
+    );
+  }
+  return compiled;
+}
+
+/**
+ * The node arguments that run a server: `[flags] <script> --port 0 <args>` compiled, or
+ * `[flags] --import tsx <script> ...`, with each preload as `--import <its file URL>` before the
+ * script.
+ */
+export function serverNodeArgs(
+  spec: ServerSpec,
+  options: Pick<StartOptions, "mode" | "jsDir" | "nodeFlags" | "preload">,
+): string[] {
+  const mode = options.mode ?? "compiled";
+  const preload = (options.preload ?? []).flatMap((script) => [
     "--import",
-    "tsx",
-    spec.script,
+    pathToFileURL(scriptPath(script, mode, options.jsDir)).href,
+  ]);
+  return [
+    ...(options.nodeFlags ?? []),
+    ...(mode === "tsx" ? ["--import", "tsx"] : []),
+    ...preload,
+    scriptPath(spec.script, mode, options.jsDir),
     "--port",
     "0",
     ...spec.args,
   ];
+}
+
+export async function startServer(spec: ServerSpec, options: StartOptions): Promise<RunningServer> {
+  const nodeArgs = serverNodeArgs(spec, options);
   const readyMs = options.readyTimeoutMs ?? READY_TIMEOUT_MS;
   // `exec` in withFileLimit's shell keeps the pid: the child's pid is the server's for /proc.
   const [command, args] = withFileLimit(options.fileLimit, process.execPath, nodeArgs);
@@ -212,6 +267,7 @@ export class ServerPool {
   constructor(
     private readonly where: Placement,
     private readonly reuse: boolean,
+    private readonly mode: ServerMode = "compiled",
   ) {}
 
   private static key(spec: ServerSpec): string {
@@ -228,7 +284,7 @@ export class ServerPool {
     }
     const fresh = await startServers(
       specs.filter((spec) => !reused.has(spec)),
-      { where: this.where },
+      { where: this.where, mode: this.mode },
     );
     if (this.reuse) {
       this.started.push(...fresh);

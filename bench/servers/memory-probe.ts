@@ -1,5 +1,6 @@
-// Loaded into each server of `npm run bench:idle` before its own script (`node --expose-gc
-// --import tsx --import bench/servers/memory-probe.ts <server> ...`), the same for every server.
+// Loaded into each server of `npm run bench:idle` before its own script, the same for every
+// server and run the same way (`node --expose-gc --import <compiled memory-probe.js> <server.js>
+// ...`, or with `--tsx`, `node --expose-gc --import tsx --import <memory-probe.ts> <server.ts>`).
 // On SIGUSR2 it runs a full garbage collection and prints `process.memoryUsage()` as one JSON
 // line on stdout. The orchestrator does this before each reading of the server's RSS, so that
 // both readings count the memory the server keeps rather than whatever garbage the last

@@ -4,7 +4,9 @@
 // fan-out runs on the I/O thread. `--isolation` sets where the service runs (worker by default, as the server's default
 // is); the publisher's messages cross to the service and come back as one publish each.
 //
-//   node --import tsx bench/servers/switchboard-broadcast.ts --port 0 [--isolation worker]
+//   node bench/.build/js/bench/servers/switchboard-broadcast.js --port 0 [--isolation worker]
+//
+// (compiled by `npm run bench`; or `node --import tsx bench/servers/switchboard-broadcast.ts`)
 import { fileURLToPath } from "node:url";
 import { connect } from "../../src/client/connect.js";
 import type { Logger } from "../../src/server/logger.js";

@@ -5,7 +5,10 @@
 // thread ("main"), in a worker thread or in a child process. The difference between those runs
 // is the cost of carrying events and commands across the boundary in batches.
 //
-//   node --import tsx bench/servers/switchboard-service.ts --port 0 --isolation worker [--deflate]
+//   node bench/.build/js/bench/servers/switchboard-service.js --port 0 --isolation worker [--deflate]
+//
+// (compiled by `npm run bench`, which resolves ../services/ to the compiled services next to it;
+// or `node --import tsx bench/servers/switchboard-service.ts ...`, as `--tsx` runs it)
 import { fileURLToPath } from "node:url";
 import { connect } from "../../src/client/connect.js";
 import type { Logger } from "../../src/server/logger.js";

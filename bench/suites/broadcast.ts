@@ -377,6 +377,7 @@ export const broadcastSuite: Suite<BroadcastOptions> = {
     "--duration-ms": "value",
   },
   generators: ["broadcast"],
+  startsServers: true,
   options(shared, flags) {
     const quick = shared.quick;
     const subs = intFlag(flags, "--subs", 1000, 1, 15_000);

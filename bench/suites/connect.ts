@@ -299,6 +299,7 @@ export const connectSuite: Suite<ConnectOptions> = {
   --duration-ms N       measured window per run (default 3000; --quick 400)`,
   flags: { "--concurrency": "value", "--warmup-ms": "value", "--duration-ms": "value" },
   generators: ["connect"],
+  startsServers: true,
   options(shared, flags) {
     const quick = shared.quick;
     return {

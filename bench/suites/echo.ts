@@ -433,6 +433,7 @@ export const echoSuite: Suite<EchoOptions> = {
   --baseline            ws against ws, to see how far apart two identical servers land`,
   flags: { ...ECHO_FLAGS, "--sizes": "value", "--latency-sizes": "value" },
   generators: ["echo"],
+  startsServers: true,
   options(shared, flags) {
     return {
       ...commonOptions("plain", shared, flags),
@@ -451,6 +452,7 @@ export const deflateSuite: Suite<EchoOptions> = {
   (and the echo options above: --conns, --inflight, --warmup-ms, --duration-ms, --plain, --baseline)`,
   flags: { ...ECHO_FLAGS, "--deflate-sizes": "value" },
   generators: ["echo"],
+  startsServers: true,
   options(shared, flags) {
     return {
       ...commonOptions("deflate", shared, flags),

@@ -6,21 +6,18 @@
 // A process here may hold at most 20,000 open files (a hard limit), so the connections come from
 // two or more C generators (bench/loadgen/idle-load.c), each holding at most 9,500 of them and
 // each connecting from its own source address, 127.0.0.2, 127.0.0.3, ... Each server runs in its
-// own Node process, compiled with tsc (see buildServers) and pinned to one core, with the
-// generators pinned to the other. For each server, in each round, on a freshly started server:
-// warm up (open and close a batch of connections), collect garbage and read the RSS; open the N
-// connections and time that, with the server's CPU; collect garbage again and read the RSS once
-// it has settled; report the growth per connection; then close every connection with a clean
-// closing handshake and stop the server. See docs/benchmarks.md for how to read the output.
-import { type ChildProcess, spawn, spawnSync } from "node:child_process";
-import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
-import path from "node:path";
+// own Node process (compiled, as in every suite: see buildServers in bench/lib/build.ts) and
+// pinned to one core, with the generators pinned to the other. For each server, in each round,
+// on a freshly started server: warm up (open and close a batch of connections), collect garbage
+// and read the RSS; open the N connections and time that, with the server's CPU; collect
+// garbage again and read the RSS once it has settled; report the growth per connection; then
+// close every connection with a clean closing handshake and stop the server. See docs/benchmarks.md for how to read the output.
+import { type ChildProcess, spawn } from "node:child_process";
 import { createInterface } from "node:readline";
-import { pathToFileURL } from "node:url";
 import { formatFixed, formatPct, formatRate, formatRatio, table } from "../lib/format.js";
 import { fileLimits, processCpuS, rssKiB } from "../lib/machine.js";
-import { intFlag, switchFlag } from "../lib/options.js";
-import { benchDir, buildDir, rootDir, sleep, track, withFileLimit } from "../lib/proc.js";
+import { intFlag } from "../lib/options.js";
+import { sleep, track, withFileLimit } from "../lib/proc.js";
 import type {
   CaseResult,
   Figure,
@@ -35,16 +32,15 @@ import {
   peerSpecs,
   type RunningServer,
   rotated,
+  SERVER_MODE_TEXT,
   type ServerSpec,
   serverAlive,
+  serverScript,
   startServer,
   stopServer,
   switchboardSpecs,
 } from "../lib/server.js";
 import { median, type RatioSpec, ratioOf, ratioWarnings, spreadPct } from "../lib/stats.js";
-
-/** Where the servers are compiled to (see buildServers), mirroring the repository's layout. */
-const jsDir = path.join(buildDir, "js");
 
 /** What the product asks: Switchboard main mode's memory per idle connection at most ws's. */
 const TARGET_VS_WS = 1.0;
@@ -70,75 +66,17 @@ export interface IdleOptions {
   generators: number;
   /** Connections in their TCP connect or upgrade at once, per generator. */
   concurrency: number;
-  /** Run the servers' TypeScript through tsx, as the other suites do, instead of compiled. */
-  tsx: boolean;
   /** Between two RSS readings that must agree within SETTLE_PCT. */
   settleIntervalMs: number;
   /** Before the first reading: the server finishes with the warm-up's connections. */
   quietMs: number;
 }
 
-// ---------------------------------------------------------------- building the servers
-
 /**
- * Compiles the bench servers, Switchboard's sources and the bench services with the project's
- * tsc into bench/.build/js, where they run with plain node. Switchboard ships compiled (dist/),
- * and ws and uWebSockets.js run as published JavaScript. Run through tsx instead (--tsx), every
- * named function carries its name as an own property (tsx runs esbuild with keepNames), which
- * gives each closure a property dictionary of its own: several KiB per Switchboard connection,
- * which has a dozen such closures, and none of it Switchboard's.
+ * Every server gets a full GC on demand: bench/servers/memory-probe.ts, loaded before the
+ * server's own script (compiled or through tsx, as the server runs), under --expose-gc.
  */
-function buildServers(): string | undefined {
-  rmSync(jsDir, { recursive: true, force: true });
-  mkdirSync(buildDir, { recursive: true });
-  const config = path.join(buildDir, "tsconfig.servers.json");
-  const tsconfig = {
-    extends: "../../tsconfig.json",
-    compilerOptions: {
-      rootDir: "../..",
-      outDir: "js",
-      noEmit: false,
-      declaration: false,
-      sourceMap: false,
-    },
-    include: ["../../src", "../servers", "../services"],
-  };
-  writeFileSync(config, `${JSON.stringify(tsconfig, null, 2)}\n`);
-  const tsc = path.join(rootDir, "node_modules", ".bin", "tsc");
-  const result = spawnSync(tsc, ["-p", config], {
-    cwd: rootDir,
-    encoding: "utf8",
-    timeout: 120_000,
-  });
-  const scripts = ["switchboard-service", "ws-echo", "uws-echo", "memory-probe"].map((name) =>
-    path.join(jsDir, "bench", "servers", `${name}.js`),
-  );
-  if (result.error || !scripts.every((file) => existsSync(file))) {
-    const detail = result.error?.message ?? `${result.stdout}${result.stderr}`.trim();
-    throw new Error(`could not compile the servers with \`tsc -p ${config}\`:\n${detail}`);
-  }
-  // src/version.ts reads the package's version from ../package.json.
-  writeFileSync(path.join(jsDir, "package.json"), readFileSync(path.join(rootDir, "package.json")));
-  // tsc emits despite type errors; a tree that others are editing may have some for a moment.
-  if (result.status !== 0) {
-    const first = `${result.stdout}${result.stderr}`.trim().split("\n").slice(0, 3).join("; ");
-    return `tsc reported errors and built the servers anyway: ${first}`;
-  }
-  return undefined;
-}
-
-/** The node arguments that run a server: compiled, or its TypeScript through tsx (--tsx). */
-function nodeArgsOf(spec: ServerSpec, opts: IdleOptions): string[] {
-  const [probe, script, loader] = opts.tsx
-    ? [path.join(benchDir, "servers", "memory-probe.ts"), spec.script, ["--import", "tsx"]]
-    : [
-        path.join(jsDir, "bench", "servers", "memory-probe.js"),
-        path.join(jsDir, spec.script.replace(/\.ts$/, ".js")),
-        [],
-      ];
-  const probeUrl = pathToFileURL(probe).href;
-  return ["--expose-gc", ...loader, "--import", probeUrl, script, "--port", "0", ...spec.args];
-}
+const MEMORY_PROBE = serverScript("memory-probe.ts");
 
 // ---------------------------------------------------------------- servers and their memory
 
@@ -162,7 +100,6 @@ interface IdleServer {
 
 async function startIdleServer(
   spec: ServerSpec,
-  opts: IdleOptions,
   ctx: SuiteContext,
   fileLimit: number,
 ): Promise<IdleServer> {
@@ -174,7 +111,9 @@ async function startIdleServer(
   };
   idle.server = await startServer(spec, {
     where: ctx.where,
-    nodeArgs: nodeArgsOf(spec, opts),
+    mode: ctx.serverMode,
+    nodeFlags: ["--expose-gc"],
+    preload: [MEMORY_PROBE],
     fileLimit,
     onLine: (line) => {
       if (!line.startsWith('{"memoryProbe"')) return false;
@@ -603,10 +542,6 @@ export async function runIdleSuite(
   if (!ctx.generators.idle) throw new Error("the idle generator was not built");
   const notices: string[] = [];
   const warnings: string[] = [];
-  if (!opts.tsx) {
-    const warning = buildServers();
-    if (warning !== undefined) warnings.push(warning);
-  }
 
   // Children are started with their soft limit on open files raised to the hard limit; the
   // server needs one file per connection, and a few more.
@@ -629,7 +564,7 @@ export async function runIdleSuite(
   ctx.log(
     `memory per idle connection: ${formatRate(opts.conns)} connections held open and idle per ` +
       `server (${sources}); ${opts.rounds} round(s), each on freshly started servers; servers ` +
-      `${opts.tsx ? "run from TypeScript through tsx" : "compiled with tsc"}; open files per ` +
+      `${ctx.serverMode === "tsx" ? "run from TypeScript through tsx" : "compiled with tsc"}; open files per ` +
       `process: ${limits ? `${limits.soft} (hard ${limits.hard}), children raised to ${fileLimit}` : "unknown"}`,
   );
   ctx.log(`servers: ${specs.map((spec) => spec.name).join(", ")}`);
@@ -644,7 +579,7 @@ export async function runIdleSuite(
     const servers: IdleServer[] = [];
     try {
       const starts = await Promise.allSettled(
-        specs.map((spec) => startIdleServer(spec, opts, ctx, fileLimit)),
+        specs.map((spec) => startIdleServer(spec, ctx, fileLimit)),
       );
       for (const [i, result] of starts.entries()) {
         if (result.status === "fulfilled") servers.push(result.value);
@@ -825,7 +760,7 @@ export async function runIdleSuite(
       `${formatRate(opts.conns)} idle connections held open on each freshly started server ` +
       `(${sources}); the figure is the growth of the server's RSS per connection, both readings ` +
       "after a full GC once RSS settled (lower is better). Latency: of the upgrades while the " +
-      "connections opened; server CPU: while they opened. Servers compiled with tsc.",
+      `connections opened; server CPU: while they opened. Servers ${SERVER_MODE_TEXT[ctx.serverMode]}.`,
     options: { ...opts, file_limits: limits ?? null },
     servers: specs,
     cases: [result],
@@ -843,16 +778,14 @@ export const idleSuite: Suite<IdleOptions> = {
   usage: `  --idle-conns N        idle connections per server (default 19000; --quick 1000)
   --generators N        generator processes (default: enough for ${MAX_CONNS_PER_GENERATOR} connections
                         each, at least 2), each from its own source address 127.0.0.2, .3, ...
-  --idle-concurrency N  connections in their connect or upgrade at once, per generator (default 64)
-  --tsx                 run the servers from their TypeScript through tsx instead of compiling
-                        them with tsc first (tsx keeps function names, which costs memory)`,
+  --idle-concurrency N  connections in their connect or upgrade at once, per generator (default 64)`,
   flags: {
     "--idle-conns": "value",
     "--generators": "value",
     "--idle-concurrency": "value",
-    "--tsx": "switch",
   },
   generators: ["idle"],
+  startsServers: true,
   options(shared, flags) {
     const quick = shared.quick;
     const conns = intFlag(flags, "--idle-conns", quick ? 1_000 : 19_000, 1, 1_000_000);
@@ -875,7 +808,6 @@ export const idleSuite: Suite<IdleOptions> = {
       conns,
       generators,
       concurrency: intFlag(flags, "--idle-concurrency", 64, 1, 4096),
-      tsx: switchFlag(flags, "--tsx"),
       settleIntervalMs: quick ? 250 : 500,
       quietMs: quick ? 200 : 500,
     };

@@ -7,13 +7,15 @@
 // figures of a shared CI machine mean nothing.
 //
 // Without `cc` the test is skipped with a notice on a developer's machine, and fails under CI.
-import { mkdtempSync, rmSync } from "node:fs";
+import { existsSync, mkdtempSync, rmSync } from "node:fs";
 import os from "node:os";
 import path from "node:path";
-import { fileURLToPath } from "node:url";
+import { fileURLToPath, pathToFileURL } from "node:url";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import {
   availableGenerators,
+  buildServers,
+  compiledPath,
   compileGenerators,
   type GeneratorName,
   haveCc,
@@ -22,8 +24,16 @@ import {
 import { chart } from "../../bench/lib/chart.js";
 import { runGenerator } from "../../bench/lib/generator.js";
 import { machineInfo } from "../../bench/lib/machine.js";
+import { buildDir as benchBuildDir, rootDir } from "../../bench/lib/proc.js";
 import { markdown, type Report } from "../../bench/lib/report.js";
 import type { SuiteResult } from "../../bench/lib/result.js";
+import {
+  type ServerSpec,
+  serverNodeArgs,
+  serverScript,
+  startServer,
+  stopServer,
+} from "../../bench/lib/server.js";
 import { ratioOf } from "../../bench/lib/stats.js";
 import { type GeneratorLine, IdleGenerator } from "../../bench/suites/idle.js";
 import type { Logger } from "../../src/server/logger.js";
@@ -189,6 +199,82 @@ describe.skipIf(!cc).each<Isolation>(["main", "worker"])(
   },
 );
 
+describe("how the servers run", () => {
+  const spec: ServerSpec = {
+    name: "switchboard worker",
+    kind: "switchboard",
+    isolation: "worker",
+    script: serverScript("switchboard-service.ts"),
+    args: ["--isolation", "worker"],
+  };
+
+  it("maps a server's TypeScript to its compiled JavaScript", () => {
+    expect(compiledPath("bench/servers/ws-echo.ts", "/x/js")).toBe(
+      "/x/js/bench/servers/ws-echo.js",
+    );
+    expect(compiledPath(path.join(rootDir, "src/index.ts"), "/x/js")).toBe("/x/js/src/index.js");
+  });
+
+  it("runs the TypeScript through tsx with --tsx, the preloads the same way", () => {
+    const args = serverNodeArgs(spec, {
+      mode: "tsx",
+      nodeFlags: ["--expose-gc"],
+      preload: [serverScript("memory-probe.ts")],
+    });
+    expect(args).toEqual([
+      "--expose-gc",
+      "--import",
+      "tsx",
+      "--import",
+      pathToFileURL(path.join(rootDir, "bench/servers/memory-probe.ts")).href,
+      path.join(rootDir, "bench/servers/switchboard-service.ts"),
+      "--port",
+      "0",
+      "--isolation",
+      "worker",
+    ]);
+  });
+
+  // Compiled with tsc into a directory of its own (inside the repository, where node_modules
+  // resolves), then started as every suite starts it, with the service in a worker thread (which
+  // loads the compiled runtime and the compiled service), and echoing.
+  it.skipIf(!cc)(
+    "compiles the servers, which run with plain node: the service server with a worker, and ws",
+    async () => {
+      const jsDir = mkdtempSync(path.join(benchBuildDir, "js-test-"));
+      try {
+        const build = await buildServers({ jsDir, force: true });
+        expect(build.rebuilt).toBe(true);
+        expect(existsSync(path.join(jsDir, "package.json"))).toBe(true);
+        expect(existsSync(compiledPath("bench/services/echo.ts", jsDir))).toBe(true);
+        const ws: ServerSpec = {
+          name: "ws",
+          kind: "ws",
+          script: serverScript("ws-echo.ts"),
+          args: [],
+        };
+        for (const s of [spec, ws]) {
+          expect(serverNodeArgs(s, { jsDir })[0]).toBe(compiledPath(s.script, jsDir));
+          const server = await startServer(s, { where: { note: "not pinned" }, jsDir });
+          try {
+            const result = await runGenerator<{ messages: number }>(
+              binaries.echo!,
+              ["--port", String(server.port), "--conns", "2", "--inflight", "2", ...WINDOW],
+              RUN,
+            );
+            expect(result).toMatchObject({ ok: true });
+          } finally {
+            await stopServer(server);
+          }
+        }
+      } finally {
+        rmSync(jsDir, { recursive: true, force: true });
+      }
+    },
+    60_000,
+  );
+});
+
 describe("the report of a run", () => {
   // A made-up run: the report and the chart render it, with a target met and one missed.
   const figure = (server: string, value: number) => ({
@@ -251,9 +337,11 @@ describe("the report of a run", () => {
     quick: false,
     machine: machineInfo("3.0.6"),
     placement: "server on CPU 0, generator on CPU 1",
+    server_mode: "compiled",
+    server_build: { dir: "bench/.build/js", rebuilt: false, ms: 5 },
     background_load_pct: 0,
     options: {
-      shared: { quick: false, pin: true, isolation: ["main"], peers: ["ws", "uws"] },
+      shared: { quick: false, pin: true, isolation: ["main"], peers: ["ws", "uws"], tsx: false },
       suites: {},
     },
     suites: [suite],
@@ -273,6 +361,7 @@ describe("the report of a run", () => {
     const md = markdown(report, { chart: "latest.svg", docs: "benchmarks.md" });
     expect(md).toContain("![Switchboard's figures relative to ws and uWebSockets.js](latest.svg)");
     expect(md).toContain("| Echo | 32 B x 16 in flight: switchboard main / ws >= 3.00 | 4.00 |");
+    expect(md).toContain("- **Servers:** compiled with tsc");
     const svg = chart(report);
     expect(svg).toMatch(/^<svg [^>]*width="800"/);
     expect(svg).toContain("4.00x \u2713");
