@@ -25,6 +25,8 @@ export { ConnectionError } from "./errors.js";
  * what the core may not: the socket, timers (heartbeat, close timeout), zlib, and backpressure.
  */
 
+const NO_HEADERS: Readonly<Record<string, string>> = Object.freeze({});
+
 /** Where a socket keeps its connection, for the listeners all connections share. */
 const CONNECTION = Symbol("switchboard.connection");
 type SocketWithConnection = Duplex & { [CONNECTION]: WebSocketConnection };
@@ -80,7 +82,8 @@ export class WebSocketConnection extends EventEmitter<WebSocketConnectionEvents>
   private readonly codec: PerMessageDeflate | null;
   /** The zlib settings a shared compression must use to match this connection's. */
   private readonly deflateOptions: PreparedDeflateOptions;
-  private readonly sender: Sender;
+  /** Made on first use: a connection that never sends or closes never needs one. */
+  private senderInstance: Sender | null = null;
   private readonly closeTimeout: number;
   private readonly highWaterMark: number;
 
@@ -108,7 +111,7 @@ export class WebSocketConnection extends EventEmitter<WebSocketConnectionEvents>
     this.protocol = options.protocol ?? "";
     this.extensions = options.extensions ?? "";
     this.remoteAddress = (socket as { remoteAddress?: string }).remoteAddress;
-    this.handshakeHeaders = options.handshakeHeaders ?? {};
+    this.handshakeHeaders = options.handshakeHeaders ?? NO_HEADERS;
     this.closeTimeout = options.closeTimeout ?? DEFAULT_CLOSE_TIMEOUT;
     this.highWaterMark = options.highWaterMark ?? DEFAULT_HIGH_WATER_MARK;
     this.codec = options.deflate
@@ -128,7 +131,6 @@ export class WebSocketConnection extends EventEmitter<WebSocketConnectionEvents>
       },
       new WebSocketConnection.CoreEvents(this),
     );
-    this.sender = new Sender(this.core, this.codec, (error) => this.sendFailed(error));
 
     const netSocket = socket as {
       setNoDelay?: (noDelay: boolean) => void;
@@ -217,7 +219,17 @@ export class WebSocketConnection extends EventEmitter<WebSocketConnectionEvents>
     return true;
   }
 
-  private readonly writePrepared = (frame: Uint8Array): void => this.queueOutput(frame);
+  private writePreparedFn: ((frame: Uint8Array) => void) | null = null;
+  /** The callback that writes a ready frame, made once per connection on first use. */
+  private get writePrepared(): (frame: Uint8Array) => void {
+    this.writePreparedFn ??= (frame) => this.queueOutput(frame);
+    return this.writePreparedFn;
+  }
+
+  private get sender(): Sender {
+    this.senderInstance ??= new Sender(this.core, this.codec, (error) => this.sendFailed(error));
+    return this.senderInstance;
+  }
 
   /**
    * Sends messages [start, end) of a batch prepared once for many connections. Where none of
@@ -287,7 +299,7 @@ export class WebSocketConnection extends EventEmitter<WebSocketConnectionEvents>
     if (this.closed) return;
     this.closeRequested = true;
     this.stopHeartbeat();
-    this.sender.stop();
+    this.senderInstance?.stop();
     this.socket.destroy();
   }
 
@@ -356,7 +368,7 @@ export class WebSocketConnection extends EventEmitter<WebSocketConnectionEvents>
       if (conn.core.closeReplyOwed) conn.sender.closeReply();
     }
     deferCloseReply(): boolean {
-      return this.conn.sender.holdsCloseReply;
+      return this.conn.senderInstance?.holdsCloseReply ?? false;
     }
     inflate(payload: Buffer, fin: boolean): void {
       this.conn.inflate(payload, fin);
@@ -499,7 +511,11 @@ export class WebSocketConnection extends EventEmitter<WebSocketConnectionEvents>
     }
   }
 
-  private readonly onWritten = (): void => this.updateReading();
+  private onWrittenFn: (() => void) | null = null;
+  private get onWritten(): () => void {
+    this.onWrittenFn ??= () => this.updateReading();
+    return this.onWrittenFn;
+  }
 
   private onDrain(): void {
     if (!this.waitingForDrain) return;
@@ -525,7 +541,7 @@ export class WebSocketConnection extends EventEmitter<WebSocketConnectionEvents>
   private endTransport(): void {
     this.closeRequested = true;
     this.stopHeartbeat();
-    this.sender.stop();
+    this.senderInstance?.stop();
     this.endAfterFlush = true;
     if (!this.flushScheduled) {
       this.flushScheduled = true;
@@ -565,7 +581,7 @@ export class WebSocketConnection extends EventEmitter<WebSocketConnectionEvents>
       // Nothing new is accepted from now on, as when the FIN is handled at once.
       this.closeRequested = true;
       this.stopHeartbeat();
-      this.sender.stop();
+      this.senderInstance?.stop();
       this.armCloseTimer();
       return;
     }
@@ -587,7 +603,7 @@ export class WebSocketConnection extends EventEmitter<WebSocketConnectionEvents>
     this.stopHeartbeat();
     if (this.closeTimer !== null) clearTimeout(this.closeTimer);
     this.closeTimer = null;
-    this.sender.stop();
+    this.senderInstance?.stop();
     this.codec?.close();
     this.pendingChunks = [];
     this.pendingBytes = 0;

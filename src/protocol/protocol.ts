@@ -75,6 +75,8 @@ const INFLATING = 2;
 const STOPPED = 3;
 
 const EMPTY = Buffer.alloc(0);
+/** Until the first masked frame: a connection that never receives one never allocates its own. */
+const NO_MASK = Buffer.alloc(4);
 
 export class Protocol {
   readonly role: Role;
@@ -90,12 +92,13 @@ export class Protocol {
 
   private parseState = READ_HEADER;
   // The frame being read.
-  private readonly header = Buffer.allocUnsafe(14);
+  /** Scratch for a header split across reads; made on the first split (idle connections never need it). */
+  private header: Buffer | null = null;
   private headerFilled = 0;
   private fin = false;
   private opcode = 0;
   /** The current frame's masking key; frames are masked exactly when `expectMasked`. */
-  private readonly frameMask = Buffer.allocUnsafe(4);
+  private frameMask: Buffer = NO_MASK;
   private payloadLength = 0;
   /** The parts of a payload that arrived over several reads. */
   private pieces: Buffer[] = [];
@@ -307,12 +310,14 @@ export class Protocol {
         at = offset;
         offset += needed;
       } else {
+        this.header ??= Buffer.allocUnsafe(14);
         chunk.copy(this.header, 0, offset);
         this.headerFilled = available;
         return chunk.length;
       }
     } else {
       // Gather a header split across reads in the scratch buffer.
+      this.header ??= Buffer.allocUnsafe(14);
       if (this.headerFilled < 2) {
         const take = Math.min(2 - this.headerFilled, available);
         chunk.copy(this.header, this.headerFilled, offset, offset + take);
@@ -406,6 +411,7 @@ export class Protocol {
       cursor += 8;
     }
     if (masked) {
+      if (this.frameMask === NO_MASK) this.frameMask = Buffer.allocUnsafe(4);
       this.frameMask[0] = b[cursor];
       this.frameMask[1] = b[cursor + 1];
       this.frameMask[2] = b[cursor + 2];

@@ -253,6 +253,8 @@ export async function startServiceServer(options: ServiceServerOptions): Promise
     maxMessageSize: defaults.maxMessageSize,
     heartbeat: options.heartbeat,
     closeTimeout: options.closeTimeout,
+    // Services get the headers they ask for at open; nothing reads them later.
+    keepHandshakeHeaders: false,
     logger,
     verify,
   };

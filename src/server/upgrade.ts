@@ -70,6 +70,12 @@ export interface UpgradeOptions {
   amendResponse?: (response: HandshakeResponse, req: UpgradeHttpRequest) => void;
   heartbeat?: HeartbeatOptions | false;
   closeTimeout?: number;
+  /**
+   * Keep the request's headers as the connection's `handshakeHeaders` (default true). A server
+   * that takes what it needs from them at the upgrade saves their memory for the connection's
+   * whole life.
+   */
+  keepHandshakeHeaders?: boolean;
   highWaterMark?: number;
   logger?: Logger;
 }
@@ -209,7 +215,7 @@ async function upgrade(
     {
       role: "server",
       protocol,
-      handshakeHeaders: req.headers,
+      handshakeHeaders: options.keepHandshakeHeaders === false ? undefined : req.headers,
       extensions: result.extensions,
       deflate: result.deflate && deflate ? { params: result.deflate, options: deflate } : null,
       maxMessageSize,
