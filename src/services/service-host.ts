@@ -85,13 +85,41 @@ export interface ServiceHostOptions {
   maxPendingBytes?: number;
 }
 
-interface Link extends HubSubscriber {
-  readonly id: number;
-  readonly conn: WebSocketConnection;
-  readonly info: OpenInfo;
+/**
+ * A client of this service as the host and the topic hub see it. A class, so that the getter
+ * and the methods live on one prototype: an object literal with a getter is made in dictionary
+ * mode, and its closures cost more memory than an idle connection's other state.
+ */
+class Link implements HubSubscriber {
+  readonly clientId: string;
   /** The runtime's pull-style queue for this client is full. */
-  pulledFull: boolean;
+  pulledFull = false;
+
+  constructor(
+    readonly owner: ServiceHost,
+    readonly id: number,
+    readonly conn: WebSocketConnection,
+    readonly info: OpenInfo,
+  ) {
+    this.clientId = String(id);
+  }
+
+  get bufferedAmount(): number {
+    return this.conn.bufferedAmount;
+  }
+
+  deliver(batch: OutgoingBatch, start: number, end: number): void {
+    this.conn.sendPreparedBatch(batch, start, end);
+  }
+
+  close(code: number, reason: string): void {
+    this.conn.close(code, reason);
+  }
 }
+
+/** Where a connection keeps its link, for the listeners every connection shares. */
+const LINK = Symbol("switchboard.link");
+type LinkedConnection = WebSocketConnection & { [LINK]: Link };
 
 /** One running instance of the service: a transport and what is known about its runtime. */
 interface Instance {
@@ -485,36 +513,47 @@ export class ServiceHost {
 
   /** Hands a new connection to the service. */
   attach(clientId: number, conn: WebSocketConnection, info: OpenInfo): void {
-    const link: Link = {
-      id: clientId,
-      clientId: String(clientId),
-      conn,
-      info,
-      pulledFull: false,
-      get bufferedAmount() {
-        return conn.bufferedAmount;
-      },
-      deliver: (batch: OutgoingBatch, start: number, end: number) => {
-        conn.sendPreparedBatch(batch, start, end);
-      },
-      close: (code: number, reason: string) => conn.close(code, reason),
-    };
+    const link = new Link(this, clientId, conn, info);
     this.links.set(clientId, link);
     this.enqueue([Event.Open, clientId, info]);
-    conn.on("message", (data: Buffer, isBinary: boolean) => {
-      this.enqueueMessage(clientId, isBinary, data);
-    });
-    conn.on("error", (error: Error & { code?: string }) => {
-      this.enqueue([Event.Error, clientId, error.code ?? "WS_ERR_UNKNOWN", error.message]);
-    });
-    conn.on("close", (code: number, reason: string) => {
-      this.links.delete(clientId);
-      this.forgetTopics(link);
-      this.host.topics.remove(link);
-      this.enqueue([Event.Close, clientId, code, reason]);
-    });
+    (conn as LinkedConnection)[LINK] = link;
+    conn.on("message", ServiceHost.clientMessage);
+    conn.on("error", ServiceHost.clientError);
+    conn.on("close", ServiceHost.clientClose);
     if (this.overloaded) conn.pause();
   }
+
+  // Listeners shared by every connection (a closure each would cost memory per client); the
+  // connection finds its link through LINK.
+  private static readonly clientMessage = function (
+    this: WebSocketConnection,
+    data: Buffer,
+    isBinary: boolean,
+  ): void {
+    const link = (this as LinkedConnection)[LINK];
+    link.owner.enqueueMessage(link.id, isBinary, data);
+  };
+
+  private static readonly clientError = function (
+    this: WebSocketConnection,
+    error: Error & { code?: string },
+  ): void {
+    const link = (this as LinkedConnection)[LINK];
+    link.owner.enqueue([Event.Error, link.id, error.code ?? "WS_ERR_UNKNOWN", error.message]);
+  };
+
+  private static readonly clientClose = function (
+    this: WebSocketConnection,
+    code: number,
+    reason: string,
+  ): void {
+    const link = (this as LinkedConnection)[LINK];
+    const owner = link.owner;
+    owner.links.delete(link.id);
+    owner.forgetTopics(link);
+    owner.host.topics.remove(link);
+    owner.enqueue([Event.Close, link.id, code, reason]);
+  };
 
   // ─────────────────────────── events out ───────────────────────────
 
