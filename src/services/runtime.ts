@@ -34,7 +34,7 @@ import {
   type TopicPosition,
   type UpgradeRequest,
 } from "./define.js";
-import { parseResume } from "./resume.js";
+import { parseResume, type ResumeParse } from "./resume.js";
 
 /**
  * The service side of the boundary: loads a module, runs its hooks on the events the I/O thread
@@ -84,6 +84,13 @@ class HookError extends Error implements ServiceError {
 
 type Task = () => unknown;
 
+const EMPTY_RECORD: Readonly<Record<string, string>> = Object.freeze({});
+
+/** A frozen copy of a small record; the empty one is shared, as most clients have no params. */
+function frozenCopy(record: Readonly<Record<string, string>>): Readonly<Record<string, string>> {
+  for (const _ in record) return Object.freeze({ ...record });
+  return EMPTY_RECORD;
+}
 class RuntimeClient<Data> implements Client<Data> {
   readonly id: string;
   open = true;
@@ -102,7 +109,7 @@ class RuntimeClient<Data> implements Client<Data> {
     private readonly runtime: ServiceRuntime,
     readonly remoteAddress: string,
     readonly params: Readonly<Record<string, string>>,
-    readonly query: URLSearchParams,
+    private parsedQuery: URLSearchParams | string,
     readonly headers: Readonly<Record<string, string>>,
     readonly protocol: string,
     readonly handover: boolean,
@@ -111,6 +118,13 @@ class RuntimeClient<Data> implements Client<Data> {
   ) {
     this.id = String(wireId);
     this.data = data;
+  }
+
+  /** Parsed on first use: most services never read it, and most clients send none. */
+  get query(): URLSearchParams {
+    if (typeof this.parsedQuery === "string")
+      this.parsedQuery = new URLSearchParams(this.parsedQuery);
+    return this.parsedQuery;
   }
 
   send(data: SendData, options?: SendOptions): void {
@@ -605,8 +619,9 @@ export class ServiceRuntime {
       data = this.upgradeData.get(info.upgradeId);
       this.upgradeData.delete(info.upgradeId);
     }
-    const query = new URLSearchParams(info.query);
-    const resume = parseResume(query);
+    const query = info.query === "" ? info.query : new URLSearchParams(info.query);
+    const resume: ResumeParse =
+      typeof query === "string" ? { ok: true, positions: NO_POSITIONS } : parseResume(query);
     if (!resume.ok) {
       this.logger.warn(
         { clientId: String(wireId), reason: resume.reason },
@@ -617,9 +632,9 @@ export class ServiceRuntime {
       wireId,
       this,
       info.remoteAddress,
-      Object.freeze({ ...info.params }),
+      frozenCopy(info.params),
       query,
-      Object.freeze({ ...info.headers }),
+      frozenCopy(info.headers),
       info.protocol,
       info.handover,
       data,
