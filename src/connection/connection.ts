@@ -26,6 +26,7 @@ export { ConnectionError } from "./errors.js";
  */
 
 const NO_HEADERS: Readonly<Record<string, string>> = Object.freeze({});
+const NO_DEFLATE_OPTIONS: PreparedDeflateOptions = Object.freeze({});
 
 /** Where a socket keeps its connection, for the listeners all connections share. */
 const CONNECTION = Symbol("switchboard.connection");
@@ -117,10 +118,10 @@ export class WebSocketConnection extends EventEmitter<WebSocketConnectionEvents>
     this.codec = options.deflate
       ? new PerMessageDeflate(options.deflate.params, options.role, options.deflate.options)
       : null;
-    this.deflateOptions = {
-      level: options.deflate?.options?.level,
-      memLevel: options.deflate?.options?.memLevel,
-    };
+    // Only a connection that compresses reads them.
+    this.deflateOptions = options.deflate
+      ? { level: options.deflate.options?.level, memLevel: options.deflate.options?.memLevel }
+      : NO_DEFLATE_OPTIONS;
     this.core = new Protocol(
       {
         role: options.role,
