@@ -181,6 +181,16 @@ export class WebSocketConnection extends EventEmitter<WebSocketConnectionEvents>
   }
 
   /**
+   * True when nothing given to send() is held any more: nothing is queued for this turn's write,
+   * compressing or waiting behind another message, and the socket buffers nothing (the kernel
+   * took every byte). The bytes of earlier sends are not referenced then, and their memory may
+   * be reused.
+   */
+  get outputReleased(): boolean {
+    return this.pendingChunks.length === 0 && this.sender.idle && this.socket.writableLength === 0;
+  }
+
+  /**
    * Sends a message. Strings go as text, bytes as binary unless `binary` says otherwise.
    * Returns false when the connection no longer accepts messages.
    */

@@ -30,6 +30,7 @@ export function createMainTransport(spec: RuntimeSpec, events: TransportEvents):
   };
   const channel: RuntimeChannel = {
     packs: false,
+    recycles: false,
     post(batch) {
       if (ended) return;
       queueMicrotask(() => {
@@ -49,6 +50,7 @@ export function createMainTransport(spec: RuntimeSpec, events: TransportEvents):
   return {
     isolation: "main",
     packs: false,
+    recycles: false,
     post(batch) {
       if (ended) return;
       queueMicrotask(() => {

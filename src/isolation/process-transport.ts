@@ -66,6 +66,8 @@ export function createProcessTransport(
   return {
     isolation: "process",
     packs: true,
+    // The channel copies every batch: a buffer handed back would only be copied again.
+    recycles: false,
     post(batch) {
       if (exited || !child.connected) return;
       // The channel copies the buffer whole: send only the part in use.

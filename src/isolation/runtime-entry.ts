@@ -15,6 +15,7 @@ function workerChannel(): RuntimeChannel {
   const port = parentPort!;
   return {
     packs: true,
+    recycles: true,
     post(batch, transfer) {
       port.postMessage(batch, transfer);
     },
@@ -42,6 +43,7 @@ function processChannel(): RuntimeChannel {
   });
   return {
     packs: true,
+    recycles: false,
     post(batch) {
       if (!process.connected) return;
       // The channel copies the buffer whole: send only the part in use.

@@ -36,6 +36,11 @@ export interface ServiceTransport {
   readonly isolation: Isolation;
   /** Whether payloads must be packed into the batch buffer (a boundary is crossed). */
   readonly packs: boolean;
+  /**
+   * Whether batch buffers are transferred (not copied), so that each side hands the buffers of
+   * the batches it read back to the other for reuse (Batch#returned).
+   */
+  readonly recycles: boolean;
   post(batch: Batch, transfer: ArrayBuffer[]): void;
   /** Stops the runtime at once (even one stuck in a loop, except in "main"); exit follows. */
   terminate(): void;
@@ -46,6 +51,8 @@ export type TransportFactory = (spec: RuntimeSpec, events: TransportEvents) => S
 /** The runtime's end. */
 export interface RuntimeChannel {
   readonly packs: boolean;
+  /** As ServiceTransport#recycles. */
+  readonly recycles: boolean;
   post(batch: Batch, transfer: ArrayBuffer[]): void;
   onBatch(handler: (batch: Batch) => void): void;
   /** The runtime cannot go on (its module failed): end it. */

@@ -5,8 +5,8 @@ import type { RuntimeSpec, ServiceTransport, TransportEvents, TransportExit } fr
 
 /**
  * Isolation "worker" (the default): the runtime runs in a worker thread of its own, with its
- * own heap and limit. Batches are posted with their payload buffer transferred. terminate()
- * stops even a worker stuck in a loop.
+ * own heap and limit. Batches are posted with their payload buffer transferred, and the buffers
+ * travel back for reuse (batch.ts). terminate() stops even a worker stuck in a loop.
  */
 export function createWorkerTransport(
   spec: RuntimeSpec,
@@ -40,6 +40,7 @@ export function createWorkerTransport(
   return {
     isolation: "worker",
     packs: true,
+    recycles: true,
     post(batch, transfer) {
       if (exited) return;
       worker.postMessage(batch, transfer);

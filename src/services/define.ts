@@ -63,7 +63,7 @@ export function reject(status: number, reason = ""): UpgradeRejection {
 /** One message from a client. */
 export interface ServiceMessage {
   readonly isBinary: boolean;
-  /** The payload as bytes (a view, no copy). */
+  /** The payload as bytes (the same bytes on every call, no copy; yours to keep). */
   bytes(): Uint8Array;
   /** The payload decoded as UTF-8. */
   text(): string;

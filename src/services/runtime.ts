@@ -8,11 +8,13 @@ import {
   errorInfo,
   type LoadedInfo,
   type OpenInfo,
+  PayloadCopier,
   readBatch,
   type SnapshotInfo,
   type StartInfo,
   type UpgradeDecision,
   type UpgradeRequestInfo,
+  worthRecycling,
 } from "../isolation/batch.js";
 import type { RuntimeChannel } from "../isolation/transport.js";
 import type { Logger } from "../server/logger.js";
@@ -254,6 +256,10 @@ function toBytes(data: SendData): Uint8Array {
 
 export class ServiceRuntime {
   private readonly writer: BatchWriter;
+  /** Where batch buffers are recycled: payloads are copied out before the buffer goes back. */
+  private readonly copier: PayloadCopier | null;
+  /** While a batch whose buffer goes back is read (its payloads must be copied). */
+  private copying = false;
   private hooks: ServiceHooks<unknown, unknown> = {};
   private config: ResolvedServiceConfig | null = null;
   private readonly clients = new Map<string, RuntimeClient<unknown>>();
@@ -272,7 +278,8 @@ export class ServiceRuntime {
     private readonly channel: RuntimeChannel,
     name: string,
   ) {
-    this.writer = new BatchWriter(channel.packs);
+    this.writer = new BatchWriter(channel.packs, channel.recycles);
+    this.copier = channel.recycles ? new PayloadCopier() : null;
     this.logger = this.makeLogger();
     const runtime = this;
     this.context = {
@@ -376,7 +383,9 @@ export class ServiceRuntime {
   /** Send and Broadcast: the hot path out. */
   commandHot(kind: number, id: number, data: SendData, options?: SendOptions): void {
     this.writer.addHot(kind, id, sendFlag(data, options), sendPayload(data));
-    if (!this.flushScheduled) this.scheduleFlush();
+    // A full batch goes at once, as on the I/O thread.
+    if (this.writer.full) this.post(false);
+    else if (!this.flushScheduled) this.scheduleFlush();
   }
 
   private exceptId(except: Client | string | undefined): number {
@@ -393,6 +402,11 @@ export class ServiceRuntime {
 
   flush(acknowledge = false): void {
     this.flushScheduled = false;
+    this.post(acknowledge);
+  }
+
+  /** Posts what was gathered (the flush still scheduled, if one is, posts what follows). */
+  private post(acknowledge: boolean): void {
     const taken = this.writer.take(this.lastHandled, acknowledge);
     if (taken !== null) this.channel.post(taken.batch, taken.transfer);
   }
@@ -400,13 +414,23 @@ export class ServiceRuntime {
   // ─────────────────────────── events ───────────────────────────
 
   private handle(batch: Batch): void {
-    readBatch(batch, this.onMessage, (record) => {
-      try {
-        this.dispatch(record);
-      } catch (error) {
-        this.logger.error({ err: error }, "event dispatch failed");
-      }
-    });
+    const returned = batch.returned;
+    if (returned !== undefined) for (const buffer of returned) this.writer.recycle(buffer);
+    const recycled = this.copier !== null && worthRecycling(batch, true);
+    this.copying = recycled;
+    try {
+      readBatch(batch, this.onMessage, (record) => {
+        try {
+          this.dispatch(record);
+        } catch (error) {
+          this.logger.error({ err: error }, "event dispatch failed");
+        }
+      });
+    } finally {
+      this.copying = false;
+    }
+    // Every payload was copied (onMessage) and events carry no others: the buffer can go back.
+    if (recycled) this.writer.giveBack(batch.buffer);
     this.lastHandled = batch.seq;
     // Answer in one batch per batch received, empty or not: the acknowledgement rides along.
     this.flush(true);
@@ -417,7 +441,10 @@ export class ServiceRuntime {
     if (kind !== Event.Message) return;
     const client = this.byWireId.get(id);
     if (client === undefined) return;
-    const message = new Message(payload, flag === 1);
+    // A hook may keep the message, or its bytes, for as long as it likes: never a view into a
+    // buffer that is recycled once the batch is handled.
+    const bytes = this.copying ? this.copier!.copy(payload) : payload;
+    const message = new Message(bytes, flag === 1);
     const hook = this.hooks.message;
     if (hook === undefined) {
       client.deliver(message);

@@ -16,6 +16,7 @@ import {
   type StartInfo,
   type UpgradeDecision,
   type UpgradeRequestInfo,
+  worthRecycling,
 } from "../isolation/batch.js";
 import type { ServiceTransport, TransportExit, TransportFactory } from "../isolation/transport.js";
 import type { Logger } from "../server/logger.js";
@@ -162,6 +163,11 @@ export class ServiceHost {
   private pending: BatchRecord[] = [];
   private pendingBytes = 0;
   private flushScheduled = false;
+  /**
+   * While a recycled batch is read: the connections given views of its payloads, which must let
+   * go of them before its buffer goes back (release()).
+   */
+  private holders: WebSocketConnection[] | null = null;
   private overloaded = false;
   private failures = 0;
   private restartTimer: NodeJS.Timeout | null = null;
@@ -390,7 +396,7 @@ export class ServiceHost {
         exit: (exit) => this.exited(instance, exit),
       },
     );
-    instance.writer = new BatchWriter(instance.transport.packs);
+    instance.writer = new BatchWriter(instance.transport.packs, instance.transport.recycles);
     return instance;
   }
 
@@ -583,7 +589,9 @@ export class ServiceHost {
       return;
     }
     instance.writer.addHot(Event.Message, clientId, isBinary ? 1 : 0, payload);
-    if (!this.flushScheduled) this.scheduleFlush();
+    // A full batch goes at once; the turn's later messages follow in the next one.
+    if (instance.writer.full) this.sendGathered(instance);
+    else if (!this.flushScheduled) this.scheduleFlush();
   }
 
   private hold(record: BatchRecord, bytes: number): void {
@@ -621,6 +629,10 @@ export class ServiceHost {
     this.flushScheduled = false;
     const instance = this.instance;
     if (instance === null) return;
+    this.sendGathered(instance);
+  }
+
+  private sendGathered(instance: Instance): void {
     const bytes = instance.writer.bytes;
     const taken = instance.writer.take(0);
     if (taken === null) return;
@@ -664,6 +676,8 @@ export class ServiceHost {
   // ─────────────────────────── commands in ───────────────────────────
 
   private received(instance: Instance, batch: Batch): void {
+    const returned = batch.returned;
+    if (returned !== undefined) for (const buffer of returned) instance.writer.recycle(buffer);
     instance.lastHeard = Date.now();
     instance.pingSentAt = 0;
     if (instance.inFlight.size > 0) {
@@ -675,6 +689,9 @@ export class ServiceHost {
       if (instance === this.instance) this.updateOverload(instance);
     }
     const current = instance === this.instance && !instance.retired;
+    const recycled = worthRecycling(batch, instance.transport.recycles);
+    const holders: WebSocketConnection[] | null = recycled ? [] : null;
+    this.holders = holders;
     // Topic messages published earlier in the batch are fanned out at the end of the turn;
     // anything else that reaches clients goes after them (TopicHub#drain), in batch order.
     const topics = this.host.topics;
@@ -695,18 +712,44 @@ export class ServiceHost {
         }
       },
     );
+    this.holders = null;
+    if (holders !== null) this.release(instance, batch.buffer!, holders);
+  }
+
+  /**
+   * Hands the buffer of a batch from the runtime back to it for reuse, once no connection holds
+   * a view of it: a payload sent as it came (no copy) stays referenced by the connection's
+   * queued output until the turn's writes are done, and beyond them while the socket buffers
+   * it. So the check runs after the writes (the flush was scheduled with setImmediate before
+   * this one), and a buffer still referenced is left to the garbage collector instead.
+   */
+  private release(instance: Instance, buffer: ArrayBuffer, holders: WebSocketConnection[]): void {
+    if (holders.length === 0) {
+      instance.writer.giveBack(buffer);
+      return;
+    }
+    setImmediate(() => {
+      for (let i = 0; i < holders.length; i++) if (!holders[i]!.outputReleased) return;
+      instance.writer.giveBack(buffer);
+    });
   }
 
   /** Send and Broadcast: the hot path out. */
   private hotCommand(kind: number, id: number, flag: number, payload: Buffer): void {
     const options = flag === 1 ? BINARY : TEXT;
+    const holders = this.holders;
     if (kind === Command.Send) {
-      this.links.get(id)?.conn.send(payload, options);
+      const link = this.links.get(id);
+      if (link === undefined) return;
+      link.conn.send(payload, options);
+      holders?.push(link.conn);
       return;
     }
     if (kind === Command.Broadcast) {
       for (const link of this.links.values()) {
-        if (link.id !== id) link.conn.send(payload, options);
+        if (link.id === id) continue;
+        link.conn.send(payload, options);
+        holders?.push(link.conn);
       }
     }
   }

@@ -11,8 +11,10 @@ import {
   Command,
   Event,
   HOT_RECORD,
+  PayloadCopier,
   payloadOf,
   readBatch,
+  worthRecycling,
 } from "../../src/isolation/batch.js";
 
 const INITIAL_BUFFER = 16 * 1024;
@@ -370,5 +372,212 @@ describe("BatchWriter, unpacked: payloads by reference", () => {
     expect(records[1]![4]).toEqual(Buffer.from(plain));
     expect(payloadOf(batch, records[2]![4])).toBe(bytes);
     expect(records[3]![4]).toEqual(Buffer.from([0xc3, 0xa9]));
+  });
+});
+
+/**
+ * One batch from `writer` to the other side and back, as the worker transport carries it: the
+ * buffer is transferred (structuredClone with a transfer list detaches it here, as postMessage
+ * does), read there, handed back with the other side's next batch, and recycled.
+ */
+function roundTrip(writer: BatchWriter, other: BatchWriter) {
+  const { batch, transfer } = take(writer);
+  const received = structuredClone(batch, { transfer });
+  // What the reader copies out before it hands the buffer back.
+  const records = decode(received).map((record) =>
+    record[0] === "hot" ? [...record.slice(0, 4), Buffer.from(record[4] as Buffer)] : record,
+  );
+  const read = records.filter((record) => record[0] === "hot").map((record) => record[4] as Buffer);
+  other.giveBack(received.buffer);
+  other.add([Command.Pong, received.seq]);
+  const answer = take(other);
+  const back = structuredClone(answer.batch, { transfer: answer.transfer });
+  for (const buffer of back.returned ?? []) writer.recycle(buffer);
+  return { sent: batch, received, records, read, back };
+}
+
+describe("BatchWriter, recycling buffers", () => {
+  it("writes the next batch into the buffer the other side handed back", () => {
+    const writer = new BatchWriter(true, true);
+    const other = new BatchWriter(true, true);
+    writer.addHot(Event.Message, 1, 1, pattern(1_000, 1));
+    const first = roundTrip(writer, other);
+    expect(first.back.returned).toHaveLength(1);
+    expect(writer.pooled).toBe(1);
+    expect(writer.allocated).toBe(1);
+    writer.addHot(Event.Message, 2, 1, pattern(500, 2));
+    const second = take(writer).batch;
+    // The pooled buffer, not a new one: nothing was allocated, and the pool is empty again.
+    expect(writer.allocated).toBe(1);
+    expect(writer.pooled).toBe(0);
+    expect(second.buffer).toBe(first.back.returned![0]);
+    expect(payloads(second)).toEqual([Buffer.from(pattern(500, 2))]);
+    expect(first.read).toEqual([Buffer.from(pattern(1_000, 1))]);
+  });
+
+  it("reuses a few buffers for many batches in a row, each read exactly and in order", () => {
+    const writer = new BatchWriter(true, true);
+    const other = new BatchWriter(true, true);
+    const expected: Buffer[][] = [];
+    const got: Buffer[][] = [];
+    for (let round = 0; round < 200; round++) {
+      // Batches of different sizes, so that a later one outgrows the buffer it starts in.
+      const count = 1 + ((round * 7) % 23);
+      const sent: Buffer[] = [];
+      const order: string[] = [];
+      for (let i = 0; i < count; i++) {
+        const bytes = Buffer.from(pattern(((round * 131 + i * 977) % 6_000) + 1, round + i));
+        sent.push(bytes);
+        if (i % 5 === 4) {
+          writer.add([Event.Ping, i]);
+          order.push("ping");
+        }
+        writer.addHot(Event.Message, i, 1, bytes);
+        order.push("hot");
+      }
+      expected.push(sent);
+      const { received, records, read } = roundTrip(writer, other);
+      got.push(read);
+      expect(received.seq).toBe(round + 1);
+      // The cold records kept their places among the hot ones.
+      expect(records.map((record) => (record[0] === "hot" ? "hot" : "ping"))).toEqual(order);
+    }
+    expect(got).toEqual(expected);
+    // A handful of buffers, grown a few times along the way, served 200 batches.
+    expect(writer.allocated).toBeLessThanOrEqual(8);
+  });
+
+  it("hands received buffers back with the next batch taken, and only with that one", () => {
+    const writer = new BatchWriter(true, true);
+    const a = new ArrayBuffer(INITIAL_BUFFER);
+    const b = new ArrayBuffer(4 * INITIAL_BUFFER);
+    writer.giveBack(a);
+    writer.giveBack(b);
+    writer.giveBack(a);
+    writer.add([Event.Ping, 1]);
+    const { batch, transfer } = take(writer);
+    expect(batch.returned).toEqual([a, b]);
+    expect(transfer).toEqual([a, b]);
+    writer.add([Event.Ping, 2]);
+    const next = take(writer);
+    expect(next.batch.returned).toBeUndefined();
+    expect(next.transfer).toEqual([]);
+  });
+
+  it("takes back only buffers it could have made, and keeps a few of them", () => {
+    const writer = new BatchWriter(true, true);
+    for (const junk of [
+      new ArrayBuffer(100),
+      new ArrayBuffer(INITIAL_BUFFER + 2),
+      new ArrayBuffer(64 * 1024 * 1024),
+      new SharedArrayBuffer(INITIAL_BUFFER),
+      new Uint8Array(INITIAL_BUFFER),
+      "buffer",
+      null,
+    ]) {
+      writer.recycle(junk);
+      writer.giveBack(junk as ArrayBuffer);
+    }
+    expect(writer.pooled).toBe(0);
+    writer.add([Event.Ping, 1]);
+    expect(take(writer).batch.returned).toBeUndefined();
+    const buffers = Array.from({ length: 10 }, (_, i) => new ArrayBuffer(INITIAL_BUFFER << i));
+    for (const buffer of buffers) writer.recycle(buffer);
+    writer.recycle(buffers[9]);
+    expect(writer.pooled).toBe(4);
+    // The largest were kept: a batch of 3 MiB fits without allocating.
+    writer.addHot(Event.Message, 1, 1, new Uint8Array(3 * 1024 * 1024));
+    expect(take(writer).batch.buffer).toBe(buffers[9]);
+    expect(writer.allocated).toBe(0);
+  });
+
+  it("neither pools nor hands back anything without recycling (process, main)", () => {
+    const writer = new BatchWriter(true);
+    writer.giveBack(new ArrayBuffer(INITIAL_BUFFER));
+    writer.recycle(new ArrayBuffer(INITIAL_BUFFER));
+    writer.addHot(Event.Message, 1, 0, "x");
+    const { batch, transfer } = take(writer);
+    expect(batch.returned).toBeUndefined();
+    expect(transfer).toEqual([batch.buffer]);
+    expect(writer.pooled).toBe(0);
+    expect(writer.allocated).toBe(1);
+  });
+
+  it("starts the next batch as large as the last one needed, so it rarely grows", () => {
+    const writer = new BatchWriter(true);
+    for (let i = 0; i < 100; i++) writer.addHot(Event.Message, i, 1, pattern(1_000, i));
+    const first = take(writer).batch;
+    writer.addHot(Event.Message, 1, 1, pattern(10, 1));
+    const second = take(writer).batch;
+    expect(second.buffer!.byteLength).toBe(first.buffer!.byteLength);
+    // The first grew from 16 KiB to 128 KiB (4 buffers); the second started at 128 KiB.
+    expect(first.buffer!.byteLength).toBe(128 * 1024);
+    expect(writer.allocated).toBe(4 + 1);
+  });
+});
+
+describe("BatchWriter#full", () => {
+  it("says a packed batch is full once it holds 1 MiB of payloads", () => {
+    const writer = new BatchWriter(true);
+    for (let i = 0; i < 255; i++) writer.addHot(Event.Message, 1, 1, new Uint8Array(4096));
+    expect(writer.full).toBe(false);
+    writer.addHot(Event.Message, 1, 1, new Uint8Array(4096));
+    expect(writer.full).toBe(true);
+    take(writer);
+    expect(writer.full).toBe(false);
+  });
+
+  it("never says so unpacked (isolation main): nothing is copied, nothing to keep in cache", () => {
+    const writer = new BatchWriter(false);
+    writer.addHot(Event.Message, 1, 1, new Uint8Array(2 * 1024 * 1024));
+    expect(writer.full).toBe(false);
+  });
+});
+
+describe("worthRecycling", () => {
+  const batch = (length: number, buffer: ArrayBuffer | null = new ArrayBuffer(INITIAL_BUFFER)) =>
+    ({ seq: 1, ack: 0, records: [], buffer, length }) satisfies Batch;
+
+  it("is true for a large batch where the transport recycles", () => {
+    expect(worthRecycling(batch(256 * 1024), true)).toBe(true);
+    expect(worthRecycling(batch(4 * 1024 * 1024), true)).toBe(true);
+  });
+
+  it("is false for a small batch, a batch without a buffer, or without recycling", () => {
+    expect(worthRecycling(batch(256 * 1024 - 1), true)).toBe(false);
+    expect(worthRecycling(batch(0, null), true)).toBe(false);
+    expect(worthRecycling(batch(4 * 1024 * 1024), false)).toBe(false);
+  });
+});
+
+describe("PayloadCopier", () => {
+  it("copies payloads into memory of their own, which later writes to the source leave alone", () => {
+    const copier = new PayloadCopier();
+    const source = Buffer.alloc(256 * 1024);
+    const sizes = [0, 1, 7, 8, 9, 100, 4_096, 8_192, 8_193, 20_000, 65_536, 3];
+    const copies: Buffer[] = [];
+    const originals: Buffer[] = [];
+    let at = 0;
+    sizes.forEach((size, i) => {
+      const view = source.subarray(at, at + size);
+      view.set(pattern(size, i));
+      originals.push(Buffer.from(view));
+      copies.push(copier.copy(view));
+      at += size;
+    });
+    // The batch buffer is reused: overwritten with other data.
+    source.fill(0xee);
+    expect(copies).toEqual(originals);
+    for (const copy of copies) expect(copy.buffer).not.toBe(source.buffer);
+  });
+
+  it("carves small payloads from shared slabs, 8-byte aligned, and never overlaps two", () => {
+    const copier = new PayloadCopier();
+    const copies = Array.from({ length: 100 }, (_, i) => copier.copy(pattern(1_000 + i, i)));
+    for (const copy of copies) expect(copy.byteOffset % 8).toBe(0);
+    expect(new Set(copies.map((copy) => copy.buffer)).size).toBeLessThan(10);
+    copies.forEach((copy, i) => {
+      expect(copy).toEqual(Buffer.from(pattern(1_000 + i, i)));
+    });
   });
 });

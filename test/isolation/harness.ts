@@ -7,8 +7,10 @@ import {
   BatchWriter,
   Command,
   Event,
+  payloadOf,
   readBatch,
   type StartInfo,
+  worthRecycling,
 } from "../../src/isolation/batch.js";
 import type {
   ServiceTransport,
@@ -82,18 +84,40 @@ export class RuntimeHarness {
   batchesBeforeExit = -1;
   private readonly waiters = new Set<() => void>();
 
-  constructor(factory: TransportFactory, file: string) {
+  /**
+   * With `recycle`, buffers go back and forth as between ServiceHost and a runtime where the
+   * transport recycles them (a worker): this side writes its batches into the buffers the
+   * runtime handed back, and hands back the runtime's, keeping copies of their payloads.
+   */
+  constructor(factory: TransportFactory, file: string, options: { recycle?: boolean } = {}) {
+    const recycle = options.recycle === true;
     this.transport = factory(
       { file, name: basename(file), maxHeapMb: 128 },
       {
         batch: (batch) => {
+          if (recycle) for (const buffer of batch.returned ?? []) this.writer.recycle(buffer);
+          const reused = recycle && worthRecycling(batch, this.transport.recycles);
           const records: Received[] = [];
           readBatch(
             batch,
             (kind, id, flag, payload) =>
-              records.push({ batch, record: [kind, id, flag, payload], hot: true }),
-            (record) => records.push({ batch, record, hot: false }),
+              records.push({
+                batch,
+                record: [kind, id, flag, reused ? Buffer.from(payload) : payload],
+                hot: true,
+              }),
+            (record) =>
+              records.push({
+                batch,
+                // The one command with a payload in the buffer.
+                record:
+                  reused && record[0] === Command.Publish
+                    ? [...record.slice(0, -1), Buffer.from(payloadOf(batch, record.at(-1)))]
+                    : record,
+                hot: false,
+              }),
           );
+          if (reused) this.writer.giveBack(batch.buffer);
           this.arrivals.push({ batch, postedBefore: this.posted, records });
           this.wake();
         },
@@ -105,7 +129,7 @@ export class RuntimeHarness {
         },
       },
     );
-    this.writer = new BatchWriter(this.transport.packs);
+    this.writer = new BatchWriter(this.transport.packs, recycle && this.transport.recycles);
   }
 
   get batches(): Batch[] {
