@@ -7,7 +7,7 @@
 // figures of a shared CI machine mean nothing.
 //
 // Without `cc` the test is skipped with a notice on a developer's machine, and fails under CI.
-import { existsSync, mkdtempSync, rmSync } from "node:fs";
+import { existsSync, mkdirSync, mkdtempSync, rmSync } from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import { fileURLToPath, pathToFileURL } from "node:url";
@@ -241,6 +241,8 @@ describe("how the servers run", () => {
   it.skipIf(!cc)(
     "compiles the servers, which run with plain node: the service server with a worker, and ws",
     async () => {
+      // A fresh clone has no bench/.build yet.
+      mkdirSync(benchBuildDir, { recursive: true });
       const jsDir = mkdtempSync(path.join(benchBuildDir, "js-test-"));
       try {
         const build = await buildServers({ jsDir, force: true });
