@@ -3,6 +3,7 @@
 import { formatPct, formatRatio, table } from "./format.js";
 import type { Failure, Outcome } from "./generator.js";
 import type { Figure, Flag, Ratio, SuiteId, Verdict } from "./result.js";
+import type { ServerSpec } from "./server.js";
 
 /** Above this share of one core the generator may itself be what limits throughput. */
 export const GENERATOR_CPU_WARN_PCT = 80;
@@ -246,6 +247,45 @@ export interface RatioSpec {
   target?: number;
   /** Drawn in the chart. */
   chart: boolean;
+}
+
+export interface ComparisonTargets {
+  /** The target of Switchboard server `ours` against the peer `peer` (ws or uWS), if any. */
+  vsPeer?(ours: ServerSpec, peer: ServerSpec): number | undefined;
+  /** The target of worker mode against main mode, if any. */
+  workerVsMain?: number;
+}
+
+/**
+ * The comparisons every suite makes: each Switchboard server against each peer (the chart shows
+ * main and worker mode), and each other Switchboard server against main mode (not charted).
+ */
+export function compareServers(specs: ServerSpec[], targets: ComparisonTargets): RatioSpec[] {
+  const ours = specs.filter((s) => s.kind === "switchboard");
+  const peers = specs.filter((s) => s.kind === "ws" || s.kind === "uws");
+  const out: RatioSpec[] = [];
+  for (const a of ours) {
+    for (const b of peers) {
+      out.push({
+        ours: a.name,
+        peer: b.name,
+        target: targets.vsPeer?.(a, b),
+        chart: a.isolation === "main" || a.isolation === "worker",
+      });
+    }
+  }
+  const main = ours.find((s) => s.isolation === "main");
+  if (main) {
+    for (const other of ours.filter((s) => s !== main)) {
+      out.push({
+        ours: other.name,
+        peer: main.name,
+        target: other.isolation === "worker" ? targets.workerVsMain : undefined,
+        chart: false,
+      });
+    }
+  }
+  return out;
 }
 
 /**

@@ -118,67 +118,18 @@ static void start_next(void) {
 }
 
 static void send_request(struct conn *c) {
-  char req[2048];
-  int n = snprintf(req, sizeof req,
-                   "GET %s HTTP/1.1\r\n"
-                   "Host: %s:%d\r\n"
-                   "Upgrade: websocket\r\n"
-                   "Connection: Upgrade\r\n"
-                   "Sec-WebSocket-Key: %s\r\n"
-                   "Sec-WebSocket-Version: 13\r\n"
-                   "\r\n",
-                   opt.path, server.host, server.port, WS_KEY);
-  if (n < 0 || (size_t)n >= sizeof req)
-    fail("upgrade request too long (path of %zu bytes)", strlen(opt.path));
-  out_append(&c->ws, (const uint8_t *)req, (size_t)n);
+  write_upgrade(&c->ws, opt.path, WS_KEY, "");
   c->stage = ST_UPGRADING;
-  c->ws.state = C_HANDSHAKE;
-  out_flush(&c->ws);
 }
 
-/* Section 4.1: the client's checks of the server's opening handshake. */
-static void check_response(struct conn *c) {
-  char v[256];
-  const char *hs = c->ws.hs;
-  if (strncmp(hs, "HTTP/1.1 101", 12) != 0 || (hs[12] != ' ' && hs[12] != '\r')) {
-    const char *eol = strstr(hs, "\r\n");
-    fail("connection %ld: upgrade refused: %.*s", c->ws.id, (int)(eol ? eol - hs : 80), hs);
-  }
-  if (!header_value(hs, "Upgrade", v, sizeof v) || strcasecmp(v, "websocket") != 0)
-    fail("connection %ld: the 101 response lacks \"Upgrade: websocket\"", c->ws.id);
-  if (!header_value(hs, "Connection", v, sizeof v) || !strcasestr(v, "upgrade"))
-    fail("connection %ld: the 101 response lacks \"Connection: Upgrade\"", c->ws.id);
-  if (!header_value(hs, "Sec-WebSocket-Accept", v, sizeof v))
-    fail("connection %ld: the 101 response has no Sec-WebSocket-Accept", c->ws.id);
-  if (strcmp(v, WS_ACCEPT) != 0)
-    fail("connection %ld: Sec-WebSocket-Accept is %s, expected %s (section 4.2.2)", c->ws.id, v,
-         WS_ACCEPT);
-  if (header_value(hs, "Sec-WebSocket-Extensions", v, sizeof v))
-    fail("connection %ld: the server chose an extension that was not offered: %s", c->ws.id, v);
-  if (header_value(hs, "Sec-WebSocket-Protocol", v, sizeof v))
-    fail("connection %ld: the server chose a subprotocol that was not offered: %s", c->ws.id, v);
-}
 
 static void server_bytes(struct conn *c, const uint8_t *p, size_t n);
 
 static void upgrade_read(struct conn *c) {
   struct ws_conn *w = &c->ws;
-  ssize_t n = read(w->fd, w->hs + w->hs_len, HANDSHAKE_MAX - 1 - w->hs_len);
-  if (n < 0) {
-    if (errno == EAGAIN || errno == EINTR) return;
-    fail("connection %ld: read %s: %s", w->id, STAGE_WAITS[c->stage], strerror(errno));
-  }
-  if (n == 0) fail("connection %ld: the server closed it %s", w->id, STAGE_WAITS[c->stage]);
-  w->hs_len += (size_t)n;
-  w->hs[w->hs_len] = '\0';
-  char *end = strstr(w->hs, "\r\n\r\n");
-  if (!end) {
-    if (w->hs_len >= HANDSHAKE_MAX - 1) fail("connection %ld: upgrade response too large", w->id);
-    return;
-  }
-  size_t head_len = (size_t)(end - w->hs) + 4;
-  end[2] = '\0'; /* keep the last header's CRLF for header_value */
-  check_response(c);
+  size_t head_len = read_upgrade_head(w, STAGE_WAITS[c->stage]);
+  if (head_len == 0) return;
+  check_upgrade_response(w, WS_ACCEPT, WS_KEY);
   hist_add(&upgrade_hist, now_s() - started_at[w->id]);
   connecting--;
   open_count++;

@@ -28,8 +28,9 @@
  * the loop here treats as an error, and each one upgrades with a fresh key).
  * It then defines no hook but usage, and gets neither the frame parser, nor
  * the fixed-key upgrade (send_upgrade, handshake_read), nor close_conn, nor
- * the event loop: the rest, from the error exits to open_connection and
- * header_value, is the same code.
+ * the event loop, but check_upgrade_response: the rest, from the error exits
+ * to open_connection, write_upgrade, read_upgrade_head and header_value, is
+ * the same code.
  */
 
 #ifndef LOADGEN_H
@@ -651,9 +652,10 @@ static void open_connection(struct ws_conn *w, long id) {
   connecting++;
 }
 
-#ifndef LOADGEN_OWN_LOOP
-/* Writes the upgrade request; `extensions` is empty or whole header lines. */
-static void send_upgrade(struct ws_conn *w, const char *path, const char *extensions) {
+/* Writes the opening handshake (RFC 6455 section 4.1) with `key`; `extensions`
+ * is empty or whole header lines. */
+static void write_upgrade(struct ws_conn *w, const char *path, const char *key,
+                          const char *extensions) {
   char req[2048];
   int n = snprintf(req, sizeof req,
                    "GET %s HTTP/1.1\r\n"
@@ -664,13 +666,19 @@ static void send_upgrade(struct ws_conn *w, const char *path, const char *extens
                    "Sec-WebSocket-Version: 13\r\n"
                    "%s"
                    "\r\n",
-                   path, server.host, server.port, WS_KEY, extensions);
+                   path, server.host, server.port, key, extensions);
   /* A truncated request would be sent as it stands, cut mid-header. */
   if (n < 0 || (size_t)n >= sizeof req)
     fail("upgrade request too long (path of %zu bytes)", strlen(path));
   out_append(w, (const uint8_t *)req, (size_t)n);
   w->state = C_HANDSHAKE;
   out_flush(w);
+}
+
+#ifndef LOADGEN_OWN_LOOP
+/* The fixed-key upgrade of the frame-loop generators. */
+static void send_upgrade(struct ws_conn *w, const char *path, const char *extensions) {
+  write_upgrade(w, path, WS_KEY, extensions);
   if (!w->want_write) watch(w, 0);
 }
 #endif
@@ -696,23 +704,58 @@ static const char *header_value(const char *headers, const char *name, char *out
   return NULL;
 }
 
-#ifndef LOADGEN_OWN_LOOP
-static void handshake_read(struct ws_conn *w) {
+/* Reads the server's handshake response into w->hs. Returns the length of its
+ * head once the blank line has arrived (the head is then NUL-terminated after
+ * its last header's CRLF, for header_value), 0 while it has not; `waiting` says
+ * what the connection was waiting for, in errors. */
+static size_t read_upgrade_head(struct ws_conn *w, const char *waiting) {
   ssize_t n = read(w->fd, w->hs + w->hs_len, HANDSHAKE_MAX - 1 - w->hs_len);
   if (n < 0) {
-    if (errno == EAGAIN || errno == EINTR) return;
-    fail("read during the handshake of connection %ld: %s", w->id, strerror(errno));
+    if (errno == EAGAIN || errno == EINTR) return 0;
+    fail("connection %ld: read %s: %s", w->id, waiting, strerror(errno));
   }
-  if (n == 0) fail("server closed connection %ld during the handshake", w->id);
+  if (n == 0) fail("connection %ld: the server closed it %s", w->id, waiting);
   w->hs_len += (size_t)n;
   w->hs[w->hs_len] = '\0';
   char *end = strstr(w->hs, "\r\n\r\n");
   if (!end) {
-    if (w->hs_len >= HANDSHAKE_MAX - 1) fail("handshake response too large");
-    return;
+    if (w->hs_len >= HANDSHAKE_MAX - 1) fail("connection %ld: upgrade response too large", w->id);
+    return 0;
   }
-  size_t head_len = (size_t)(end - w->hs) + 4;
   end[2] = '\0'; /* keep the last header's CRLF for header_value */
+  return (size_t)(end - w->hs) + 4;
+}
+
+#ifdef LOADGEN_OWN_LOOP
+/* Section 4.1: the client's checks of a 101 to a request that offered no
+ * extension and no subprotocol; `accept` is what the key calls for (4.2.2). */
+static void check_upgrade_response(const struct ws_conn *w, const char *accept, const char *key) {
+  char v[256];
+  const char *hs = w->hs;
+  if (strncmp(hs, "HTTP/1.1 101", 12) != 0 || (hs[12] != ' ' && hs[12] != '\r')) {
+    const char *eol = strstr(hs, "\r\n");
+    fail("connection %ld: upgrade refused: %.*s", w->id, (int)(eol ? eol - hs : 80), hs);
+  }
+  if (!header_value(hs, "Upgrade", v, sizeof v) || strcasecmp(v, "websocket") != 0)
+    fail("connection %ld: the 101 response lacks \"Upgrade: websocket\"", w->id);
+  if (!header_value(hs, "Connection", v, sizeof v) || !strcasestr(v, "upgrade"))
+    fail("connection %ld: the 101 response lacks \"Connection: Upgrade\"", w->id);
+  if (!header_value(hs, "Sec-WebSocket-Accept", v, sizeof v))
+    fail("connection %ld: the 101 response has no Sec-WebSocket-Accept", w->id);
+  if (strcmp(v, accept) != 0)
+    fail("connection %ld: Sec-WebSocket-Accept is %s, expected %s for key %s (section 4.2.2)",
+         w->id, v, accept, key);
+  if (header_value(hs, "Sec-WebSocket-Extensions", v, sizeof v))
+    fail("connection %ld: the server chose an extension that was not offered: %s", w->id, v);
+  if (header_value(hs, "Sec-WebSocket-Protocol", v, sizeof v))
+    fail("connection %ld: the server chose a subprotocol that was not offered: %s", w->id, v);
+}
+#endif
+
+#ifndef LOADGEN_OWN_LOOP
+static void handshake_read(struct ws_conn *w) {
+  size_t head_len = read_upgrade_head(w, "during the handshake");
+  if (head_len == 0) return;
   if (strncmp(w->hs, "HTTP/1.1 101", 12) != 0) {
     char *eol = strstr(w->hs, "\r\n");
     if (eol) *eol = '\0';

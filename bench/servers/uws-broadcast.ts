@@ -8,8 +8,8 @@
 // uWebSockets.js is not a dependency of Switchboard: the orchestrator runs this server only when
 // the `uwebsockets` package (a build of uWebSockets.js published on npm) loads, and says so
 // otherwise. It is loaded through `require` so that this file type-checks without it.
-import { createRequire } from "node:module";
 import { parseServerArgs } from "./args.js";
+import { listenUws, loadUws, type UwsListening } from "./uws.js";
 
 /** The part of the uWebSockets.js API used here. */
 /** What each connection carries from its upgrade. */
@@ -21,7 +21,7 @@ interface UwsWebSocket {
   getUserData(): UserData;
   subscribe(topic: string): boolean;
 }
-interface UwsApp {
+interface UwsApp extends UwsListening {
   ws(
     pattern: string,
     behavior: {
@@ -31,7 +31,6 @@ interface UwsApp {
     },
   ): UwsApp;
   publish(topic: string, message: ArrayBuffer, isBinary: boolean): boolean;
-  listen(host: string, port: number, callback: (token: unknown) => void): UwsApp;
 }
 interface UwsRequest {
   getHeader(name: string): string;
@@ -48,17 +47,10 @@ interface UwsResponse {
 }
 interface Uws {
   App(): UwsApp;
-  us_socket_local_port(token: unknown): number;
 }
 
 const { port } = parseServerArgs(process.argv.slice(2));
-let uws: Uws;
-try {
-  uws = createRequire(import.meta.url)("uwebsockets") as Uws;
-} catch (error) {
-  console.error(`uWebSockets.js (npm package uwebsockets) does not load: ${error}`);
-  process.exit(3);
-}
+const uws = loadUws<Uws>();
 
 const app = uws.App().ws("/*", {
   upgrade(res, req, context) {
@@ -84,17 +76,6 @@ const app = uws.App().ws("/*", {
   },
 });
 
-app.listen("127.0.0.1", port, (token) => {
-  if (!token) {
-    console.error(`uWebSockets.js could not listen on 127.0.0.1:${port}`);
-    process.exit(1);
-  }
-  console.log(
-    `uWebSockets.js broadcast server listening on ws://127.0.0.1:${uws.us_socket_local_port(token)}/topic`,
-  );
-});
+app;
 
-// Exit at once: the orchestrator stops servers between runs and open sockets need no grace.
-const stop = () => process.exit(0);
-process.on("SIGTERM", stop);
-process.on("SIGINT", stop);
+listenUws(uws, app, port, "broadcast server", "/topic");

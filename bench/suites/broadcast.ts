@@ -32,6 +32,7 @@ import {
 } from "../lib/server.js";
 import {
   check,
+  compareServers,
   cpuNote,
   figureOf,
   median,
@@ -158,29 +159,11 @@ function runBroadcast(
 }
 
 function ratioSpecs(specs: ServerSpec[]): RatioSpec[] {
-  const ours = specs.filter((s) => s.kind === "switchboard");
-  const peers = specs.filter((s) => s.kind === "ws" || s.kind === "uws");
-  const out: RatioSpec[] = [];
-  for (const a of ours) {
-    for (const b of peers) {
-      out.push({
-        ours: a.name,
-        peer: b.name,
-        target: a.isolation === "main" ? TARGETS[b.kind as "ws" | "uws"] : undefined,
-        chart: a.isolation === "main" || a.isolation === "worker",
-      });
-    }
-  }
-  const main = ours.find((s) => s.isolation === "main");
-  for (const other of ours.filter((s) => s !== main && main)) {
-    out.push({
-      ours: other.name,
-      peer: main!.name,
-      target: other.isolation === "worker" ? TARGET_WORKER_VS_MAIN : undefined,
-      chart: false,
-    });
-  }
-  return out;
+  return compareServers(specs, {
+    vsPeer: (ours, peer) =>
+      ours.isolation === "main" ? TARGETS[peer.kind as "ws" | "uws"] : undefined,
+    workerVsMain: TARGET_WORKER_VS_MAIN,
+  });
 }
 
 export async function runBroadcastSuite(

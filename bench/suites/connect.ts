@@ -31,6 +31,7 @@ import {
 } from "../lib/server.js";
 import {
   check,
+  compareServers,
   cpuNote,
   figureOf,
   median,
@@ -121,26 +122,12 @@ function runConnect(
 
 /** Switchboard against each peer (main against ws has the target), and worker against main. */
 function ratioSpecs(specs: ServerSpec[]): RatioSpec[] {
-  const ours = specs.filter((s) => s.kind === "switchboard");
-  const peers = specs.filter((s) => s.kind === "ws" || s.kind === "uws");
-  const out: RatioSpec[] = [];
-  for (const a of ours) {
-    for (const b of peers) {
-      out.push({
-        ours: a.name,
-        peer: b.name,
-        target: a.isolation === "main" && b.kind === "ws" ? TARGET_VS_WS : undefined,
-        chart: true,
-      });
-    }
-  }
-  const main = ours.find((s) => s.isolation === "main");
-  const worker = ours.find((s) => s.isolation === "worker");
-  // The cost of attaching each connection to a service in a worker.
-  if (main && worker) {
-    out.push({ ours: worker.name, peer: main.name, target: TARGET_WORKER_VS_MAIN, chart: false });
-  }
-  return out;
+  // Worker against main: the cost of attaching each connection to a service in a worker.
+  return compareServers(specs, {
+    vsPeer: (ours, peer) =>
+      ours.isolation === "main" && peer.kind === "ws" ? TARGET_VS_WS : undefined,
+    workerVsMain: TARGET_WORKER_VS_MAIN,
+  });
 }
 
 export async function runConnectSuite(

@@ -33,6 +33,7 @@ import {
 } from "../lib/server.js";
 import {
   check,
+  compareServers,
   cpuNote,
   figureOf,
   median,
@@ -183,36 +184,22 @@ function runEcho(
 function ratioSpecs(specs: ServerSpec[], c: Case, opts: EchoOptions): RatioSpec[] {
   if (opts.baseline) return [{ ours: "ws (A)", peer: "ws (B)", chart: false }];
   const pipelined = c.inflight > 1;
-  const ours = specs.filter((s) => s.kind === "switchboard");
-  const peers = specs.filter((s) => s.kind === "ws" || s.kind === "uws");
-  const out: RatioSpec[] = [];
-  for (const a of ours) {
-    for (const b of peers) {
-      const targeted =
-        a.isolation === "main" && b.kind === "ws" && opts.variant === "plain" && pipelined;
-      out.push({
-        ours: a.name,
-        peer: b.name,
-        target: targeted && c.size === 32 ? TARGET_MAIN_VS_WS : undefined,
-        chart: a.isolation === "main" || a.isolation === "worker",
-      });
-    }
-  }
-  const main = ours.find((s) => s.isolation === "main");
-  if (main) {
-    for (const other of ours.filter((s) => s !== main)) {
-      out.push({
-        ours: other.name,
-        peer: main.name,
-        // With one message in flight every message waits for its own hop to the worker and
-        // back: the ratio says what the boundary adds to a round trip, without a target.
-        target: other.isolation === "worker" && pipelined ? TARGET_WORKER_VS_MAIN : undefined,
-        chart: false,
-      });
-    }
-    const plain = specs.find((s) => s.kind === "switchboard-plain");
-    if (plain) out.push({ ours: main.name, peer: plain.name, chart: false });
-  }
+  const out = compareServers(specs, {
+    vsPeer: (ours, peer) =>
+      ours.isolation === "main" &&
+      peer.kind === "ws" &&
+      opts.variant === "plain" &&
+      pipelined &&
+      c.size === 32
+        ? TARGET_MAIN_VS_WS
+        : undefined,
+    // With one message in flight every message waits for its own hop to the worker and back:
+    // the ratio says what the boundary adds to a round trip, without a target.
+    workerVsMain: pipelined ? TARGET_WORKER_VS_MAIN : undefined,
+  });
+  const main = specs.find((s) => s.kind === "switchboard" && s.isolation === "main");
+  const plain = specs.find((s) => s.kind === "switchboard-plain");
+  if (main && plain) out.push({ ours: main.name, peer: plain.name, chart: false });
   return out;
 }
 

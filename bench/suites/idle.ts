@@ -40,7 +40,14 @@ import {
   stopServer,
   switchboardSpecs,
 } from "../lib/server.js";
-import { median, type RatioSpec, ratioOf, ratioWarnings, spreadPct } from "../lib/stats.js";
+import {
+  compareServers,
+  median,
+  type RatioSpec,
+  ratioOf,
+  ratioWarnings,
+  spreadPct,
+} from "../lib/stats.js";
 
 /** What the product asks: Switchboard main mode's memory per idle connection at most ws's. */
 const TARGET_VS_WS = 1.0;
@@ -510,23 +517,10 @@ function serverSpecs(shared: SharedOptions, uws: boolean): ServerSpec[] {
 }
 
 function ratioSpecs(specs: ServerSpec[]): RatioSpec[] {
-  const ours = specs.filter((s) => s.kind === "switchboard");
-  const peers = specs.filter((s) => s.kind === "ws" || s.kind === "uws");
-  const out: RatioSpec[] = [];
-  for (const a of ours) {
-    for (const b of peers) {
-      out.push({
-        ours: a.name,
-        peer: b.name,
-        target: a.isolation === "main" && b.kind === "ws" ? TARGET_VS_WS : undefined,
-        chart: true,
-      });
-    }
-  }
-  const main = ours.find((s) => s.isolation === "main");
-  const worker = ours.find((s) => s.isolation === "worker");
-  if (main && worker) out.push({ ours: worker.name, peer: main.name, chart: false });
-  return out;
+  return compareServers(specs, {
+    vsPeer: (ours, peer) =>
+      ours.isolation === "main" && peer.kind === "ws" ? TARGET_VS_WS : undefined,
+  });
 }
 
 const kib = (n: number) => formatFixed(n, 2);
