@@ -17,6 +17,7 @@ import {
   type Server,
   type Socket,
 } from "node:net";
+import { errorResponse, serializeResponse } from "../protocol/handshake.js";
 import {
   DEFAULT_MAX_HEAD_SIZE,
   listsToken,
@@ -46,13 +47,6 @@ export interface FrontDoorOptions {
   maxHeadSize?: number;
   headTimeoutMs?: number;
 }
-
-const STATUS_TEXT: Record<number, string> = {
-  400: "Bad Request",
-  408: "Request Timeout",
-  431: "Request Header Fields Too Large",
-  505: "HTTP Version Not Supported",
-};
 
 export class FrontDoor {
   readonly server: Server;
@@ -178,10 +172,9 @@ export class FrontDoor {
     // The socket keeps an error listener until it is gone, so a reset while refusing is quiet.
     socket.on("error", () => {});
     if (socket.writable) {
-      const text = STATUS_TEXT[status] ?? "Bad Request";
-      socket.end(
-        `HTTP/1.1 ${status} ${text}\r\nConnection: close\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: ${text.length + 1}\r\n\r\n${text}\n`,
-      );
+      const response = errorResponse(status, "");
+      response.body = `${response.statusText}\n`;
+      socket.end(serializeResponse(response));
     }
     setTimeout(() => socket.destroy(), 1000).unref();
   }
