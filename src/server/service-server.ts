@@ -171,9 +171,25 @@ export async function startServiceServer(options: ServiceServerOptions): Promise
     return host;
   };
 
-  /** Routing, start, and the service's upgrade hook: everything before the 101. */
-  const verify = async (req: UpgradeHttpRequest): Promise<Verdict> => {
+  /**
+   * Routing, start, and the service's upgrade hook: everything before the 101. A path routed
+   * before, to a running service without an upgrade hook, is decided at once; the rest waits
+   * for the file system, the service's start or its hook.
+   */
+  const verify = (req: UpgradeHttpRequest): Verdict | Promise<Verdict> => {
     if (shuttingDown !== null) return refuse(req, 503, "Service Unavailable", "shutting down");
+    const route = router.lookup(req.url ?? "/");
+    if (route === undefined) return verifyAfterLookup(req);
+    if (!route.found) return refuse(req, 404, "Not Found", route.reason);
+    const host = hosts.get(route.match.file);
+    if (host === undefined || !host.acceptsNow || host.hasUpgradeHook) {
+      return verifyAfterLookup(req);
+    }
+    accepted.set(req, { host, params: route.match.params, upgradeId: 0 });
+    return { protocol: undefined, maxMessageSize: host.serviceConfig?.maxMessageSize };
+  };
+
+  const verifyAfterLookup = async (req: UpgradeHttpRequest): Promise<Verdict> => {
     const url = req.url ?? "/";
     const queryAt = url.indexOf("?");
     const path = queryAt === -1 ? url : url.slice(0, queryAt);

@@ -162,7 +162,9 @@ async function upgrade(
   if (options.verify) {
     let verdict: Verdict;
     try {
-      verdict = await options.verify(req);
+      const pending = options.verify(req);
+      // A verdict decided at once is used at once: no turn of the microtask queue.
+      verdict = isPromiseLike(pending) ? await pending : pending;
     } catch (error) {
       log.error({ err: error, url: req.url }, "upgrade verification threw");
       verdict = { status: 500, body: "Internal Server Error" };
@@ -233,6 +235,10 @@ async function upgrade(
     log.error({ err: error, url: req.url }, "connection handler threw");
     connection.close(CloseCode.InternalError);
   }
+}
+
+function isPromiseLike<T>(value: T | PromiseLike<T>): value is PromiseLike<T> {
+  return typeof (value as { then?: unknown }).then === "function";
 }
 
 /** The client's Sec-WebSocket-Protocol offer (the handshake already found it well formed). */

@@ -46,6 +46,10 @@ import * as path from "node:path";
  *   call; a symlink is resolved on every lookup, because its target can change without its
  *   directory changing. Directory reads are bounded by a budget so that symlink cycles cannot
  *   make backtracking explode.
+ * - Answers are kept per request path, with the kept listings they were found in: a repeated
+ *   path costs one map lookup and the `stat` of each directory on its way, and is answered
+ *   afresh as soon as one of those listings is not the kept one any more. An answer that
+ *   followed a symlink is never kept.
  *
  * Every refusal is a plain not-found with a reason for the log; `resolve` never throws for any
  * input. A file is named by its real path relative to the root, so one file has one name and
@@ -247,7 +251,8 @@ class ListingCache {
 
   constructor(private readonly racyMs: number) {}
 
-  get(directory: string): Listing | undefined {
+  /** The kept listing of a directory while the directory is unchanged. */
+  get(directory: string): CachedListing | undefined {
     const cached = this.#entries.get(directory);
     if (cached === undefined) return undefined;
     const stats = statSync(directory, { bigint: true, throwIfNoEntry: false });
@@ -257,30 +262,33 @@ class ListingCache {
       stats.mtimeNs === cached.mtimeNs &&
       stats.ctimeNs === cached.ctimeNs
     ) {
-      return cached.listing;
+      return cached;
     }
     this.#entries.delete(directory);
     return undefined;
   }
 
-  /** Reads a listing, keeping it when the directory has been still for long enough. */
-  async read(directory: string): Promise<Listing> {
+  /**
+   * Reads a listing, keeping it when the directory has been still for long enough. Returns the
+   * kept entry, or a listing that was not kept.
+   */
+  async read(directory: string): Promise<CachedListing | Listing> {
     // The times are taken before the read: a change during the read leaves them stale, so the
     // next lookup reads again rather than trusting a listing that may predate the change.
     const before = await fs.stat(directory, { bigint: true });
     const listing = toListing(await fs.readdir(directory, { withFileTypes: true }));
     this.reads++;
     const newest = before.mtimeMs > before.ctimeMs ? before.mtimeMs : before.ctimeMs;
-    if (Date.now() - Number(newest) > this.racyMs) {
-      if (this.#entries.size >= MAX_CACHED_LISTINGS) this.#entries.clear();
-      this.#entries.set(directory, {
-        listing,
-        ino: before.ino,
-        mtimeNs: before.mtimeNs,
-        ctimeNs: before.ctimeNs,
-      });
-    }
-    return listing;
+    if (Date.now() - Number(newest) <= this.racyMs) return listing;
+    if (this.#entries.size >= MAX_CACHED_LISTINGS) this.#entries.clear();
+    const kept: CachedListing = {
+      listing,
+      ino: before.ino,
+      mtimeNs: before.mtimeNs,
+      ctimeNs: before.ctimeNs,
+    };
+    this.#entries.set(directory, kept);
+    return kept;
   }
 
   clear(): void {
@@ -313,6 +321,11 @@ class RootAccess {
   refusal: string | undefined;
   /** True once a directory read was skipped for lack of budget, so the answer is incomplete. */
   exhausted = false;
+  /**
+   * The kept listings this lookup used, by directory, while its answer depends on nothing else;
+   * null once it does (a listing that was not kept, a symlink followed).
+   */
+  used: Array<[string, CachedListing]> | null = [];
   #budget: number;
   readonly #prefix: string;
 
@@ -333,8 +346,15 @@ class RootAccess {
     }
     this.#budget--;
     try {
-      return this.cache.get(directory) ?? (await this.cache.read(directory));
+      const entry = this.cache.get(directory) ?? (await this.cache.read(directory));
+      if ("listing" in entry) {
+        this.used?.push([directory, entry]);
+        return entry.listing;
+      }
+      this.used = null;
+      return entry;
     } catch {
+      this.used = null;
       return undefined;
     }
   }
@@ -345,6 +365,7 @@ class RootAccess {
     // An entry of a real directory that is not a symlink is its own real path, inside the root.
     if (kind === "directory") return path.join(parent, entry);
     if (kind !== "symlink") return undefined;
+    this.used = null;
     let real: string;
     try {
       real = await fs.realpath(path.join(parent, entry));
@@ -365,6 +386,7 @@ class RootAccess {
     let real: string;
     let isFile: boolean;
     if (kind === "symlink") {
+      this.used = null;
       try {
         real = await fs.realpath(path.join(parent, entry));
         isFile = (await fs.stat(real)).isFile();
@@ -523,6 +545,24 @@ class RouteSearch {
   }
 }
 
+/** The part of a request path that routing reads: up to "?" or "#". */
+function routeKey(input: string): string {
+  if (typeof input !== "string") return input;
+  let end = input.length;
+  const query = input.indexOf("?");
+  if (query !== -1) end = query;
+  const fragment = input.indexOf("#");
+  if (fragment !== -1 && fragment < end) end = fragment;
+  return end === input.length ? input : input.slice(0, end);
+}
+
+/** A kept answer is handed out as a copy: callers own their params. */
+function copyResult(result: RouteResult): RouteResult {
+  if (!result.found) return result;
+  const { file, name, params } = result.match;
+  return { found: true, match: { file, name, params: { ...params } } };
+}
+
 async function realDirectory(root: string): Promise<string> {
   let real: string;
   try {
@@ -555,11 +595,22 @@ export interface ServiceRouterOptions {
   racyMs?: number;
 }
 
+/** Answers kept per request path at most; past it they start over. */
+const MAX_KEPT_ROUTES = 10_000;
+
+interface KeptRoute {
+  result: RouteResult;
+  /** The kept listings the answer was found in; it holds while each is still the kept one. */
+  listings: Array<[string, CachedListing]>;
+}
+
 export class ServiceRouter {
   readonly #input: string;
   #realRoot: string | undefined;
   #rootPromise: Promise<string> | undefined;
   readonly #listings: ListingCache;
+  /** Answers by request path (query and fragment cut). */
+  readonly #routes = new Map<string, KeptRoute>();
 
   constructor(root: string, options: ServiceRouterOptions = {}) {
     this.#input = path.resolve(root);
@@ -580,22 +631,49 @@ export class ServiceRouter {
   }
 
   /**
+   * The answer `resolve` would give, when it is known without reading a directory: the path was
+   * resolved before and every directory on its way is unchanged. Undefined otherwise.
+   */
+  lookup(pathname: string): RouteResult | undefined {
+    const key = routeKey(pathname);
+    const kept = this.#routes.get(key);
+    if (kept === undefined) return undefined;
+    for (const [directory, listing] of kept.listings) {
+      if (this.#listings.get(directory) !== listing) {
+        this.#routes.delete(key);
+        return undefined;
+      }
+    }
+    return copyResult(kept.result);
+  }
+
+  /**
    * The module that serves `pathname` (a request path without its query; anything from "?" or
    * "#" on is ignored). Never throws for any input: refusals are not-found with a reason. Rejects
    * only when the root itself is missing.
    */
   async resolve(pathname: string): Promise<RouteResult> {
     const root = await this.#root();
+    const known = this.lookup(pathname);
+    if (known !== undefined) return known;
     try {
-      const parsed = parsePath(pathname);
+      const key = routeKey(pathname);
+      const parsed = parsePath(key);
       if (!parsed.ok) return { found: false, reason: parsed.reason };
       const access = new RootAccess(root, RESOLVE_BUDGET, this.#listings);
       const match = await new RouteSearch(access, parsed.segments, parsed.trailingSlash).run();
-      if (match) return { found: true, match };
-      if (access.exhausted) {
+      let result: RouteResult;
+      if (match) result = { found: true, match };
+      else if (access.exhausted) {
         return { found: false, reason: `gave up after ${RESOLVE_BUDGET} directory reads` };
+      } else {
+        result = { found: false, reason: access.refusal ?? "no service module matches the path" };
       }
-      return { found: false, reason: access.refusal ?? "no service module matches the path" };
+      if (access.used !== null) {
+        if (this.#routes.size >= MAX_KEPT_ROUTES) this.#routes.clear();
+        this.#routes.set(key, { result: copyResult(result), listings: access.used });
+      }
+      return result;
     } catch (error) {
       return { found: false, reason: `lookup failed (${errorCode(error)})` };
     }
@@ -665,6 +743,7 @@ export class ServiceRouter {
   invalidate(): void {
     this.#rootPromise = undefined;
     this.#listings.clear();
+    this.#routes.clear();
   }
 
   #root(): Promise<string> {

@@ -212,6 +212,11 @@ export class ServiceHost {
     return this.config;
   }
 
+  /** Running and keeping up: a new client can be attached without waiting. */
+  get acceptsNow(): boolean {
+    return this.state === "ready" && !this.overloaded;
+  }
+
   get hasUpgradeHook(): boolean {
     return this.instance?.loaded?.hooks.upgrade ?? false;
   }

@@ -320,6 +320,49 @@ describe("ServiceRouter: kept listings", () => {
     expectNotFound(await router.resolve("/link"));
   });
 
+  it("keeps answers per path, each valid while the directories on its way are unchanged", async () => {
+    const root = await settledRoot("answers", ["echo.ts", "chat/[room].ts", "chat/index.ts"]);
+    const router = new ServiceRouter(root, { racyMs });
+    expect(router.lookup("/echo")).toBeUndefined();
+    expectFound(await router.resolve("/echo"), "echo.ts");
+    expectFound(await router.resolve("/chat/lobby"), "chat/[room].ts", { room: "lobby" });
+    expectNotFound(await router.resolve("/missing"));
+    // Known without a search now, whatever the query says.
+    expectFound(router.lookup("/echo?x=1") ?? { found: false, reason: "not kept" }, "echo.ts");
+    const lobby = router.lookup("/chat/lobby");
+    expect(lobby && expectFound(lobby, "chat/[room].ts", { room: "lobby" })).toBeTruthy();
+    expect(router.lookup("/missing")).toMatchObject({ found: false });
+    // Each answer is the caller's own.
+    if (lobby?.found) lobby.match.params.room = "changed";
+    expectFound(router.lookup("/chat/lobby")!, "chat/[room].ts", { room: "lobby" });
+
+    // A change in a directory on the way drops the answer; the next resolve sees the change.
+    await writeTree(root, ["missing.ts"]);
+    expect(router.lookup("/missing")).toBeUndefined();
+    expect(router.lookup("/echo")).toBeUndefined();
+    expectFound(await router.resolve("/missing"), "missing.ts");
+    // A change in a directory off an answer's way leaves the answer kept.
+    await settle();
+    expectFound(await router.resolve("/echo"), "echo.ts");
+    expectFound(await router.resolve("/echo"), "echo.ts");
+    await writeTree(root, ["chat/other.ts"]);
+    expect(router.lookup("/echo")).toBeDefined();
+    expect(router.lookup("/chat/lobby")).toBeUndefined();
+    expectFound(await router.resolve("/chat/lobby"), "chat/[room].ts", { room: "lobby" });
+  });
+
+  it("never keeps an answer that followed a symlink or read a directory that just changed", async () => {
+    const root = await settledRoot("unkept", ["real/one.ts"]);
+    await fs.symlink("real/one.ts", path.join(root, "link.ts"));
+    await settle();
+    const router = new ServiceRouter(root, { racyMs });
+    expectFound(await router.resolve("/link"), "real/one.ts");
+    expect(router.lookup("/link")).toBeUndefined();
+    await writeTree(root, ["fresh.ts"]);
+    expectFound(await router.resolve("/fresh"), "fresh.ts");
+    expect(router.lookup("/fresh")).toBeUndefined();
+  });
+
   it("invalidate() forgets every kept listing", async () => {
     const root = await settledRoot("forget", ["echo.ts"]);
     const router = new ServiceRouter(root, { racyMs });
