@@ -10,6 +10,7 @@ import {
   type ProtocolHandler,
   type Role,
 } from "../protocol/protocol.js";
+import { type DeadlineSweep, sweepFor } from "./deadlines.js";
 import { DeflateClosedError, PerMessageDeflate } from "./deflate.js";
 import { ConnectionError } from "./errors.js";
 import { scheduleFlush } from "./flush.js";
@@ -71,7 +72,8 @@ export const DEFAULT_HIGH_WATER_MARK = 1024 * 1024;
 export class WebSocketConnection extends EventEmitter<WebSocketConnectionEvents> {
   readonly protocol: string;
   readonly extensions: string;
-  readonly remoteAddress: string | undefined;
+  /** Read from the socket on first use: a connection nobody asks spends no getpeername on it. */
+  private remoteAddressValue: string | undefined | null = null;
   /**
    * The headers the peer sent in the opening handshake: the request's on a server, the 101
    * response's on a client (cookies set by the server, for instance).
@@ -104,14 +106,14 @@ export class WebSocketConnection extends EventEmitter<WebSocketConnectionEvents>
 
   private heartbeat: HeartbeatSchedule | null = null;
   private heartbeatTimeoutMs = 0;
-  private closeTimer: NodeJS.Timeout | null = null;
+  /** The sweep that holds this connection's close deadline while it has one. */
+  private closeDeadline: DeadlineSweep<WebSocketConnection> | null = null;
 
   constructor(socket: Duplex, options: ConnectionOptions, head?: Buffer) {
     super();
     this.socket = socket;
     this.protocol = options.protocol ?? "";
     this.extensions = options.extensions ?? "";
-    this.remoteAddress = (socket as { remoteAddress?: string }).remoteAddress;
     this.handshakeHeaders = options.handshakeHeaders ?? NO_HEADERS;
     this.closeTimeout = options.closeTimeout ?? DEFAULT_CLOSE_TIMEOUT;
     this.highWaterMark = options.highWaterMark ?? DEFAULT_HIGH_WATER_MARK;
@@ -160,6 +162,14 @@ export class WebSocketConnection extends EventEmitter<WebSocketConnectionEvents>
       this.head = head;
       setImmediate(() => this.takeHead());
     }
+  }
+
+  /** The peer's address, as the socket reports it (undefined once it is gone, if never read before). */
+  get remoteAddress(): string | undefined {
+    if (this.remoteAddressValue === null) {
+      this.remoteAddressValue = (this.socket as { remoteAddress?: string }).remoteAddress;
+    }
+    return this.remoteAddressValue;
   }
 
   private takeHead(): void {
@@ -568,16 +578,24 @@ export class WebSocketConnection extends EventEmitter<WebSocketConnectionEvents>
   }
 
   private armCloseTimer(): void {
-    if (this.closeTimer !== null || this.closed) return;
-    this.closeTimer = setTimeout(() => {
-      this.closeTimer = null;
-      this.report(
-        new ConnectionError("WS_ERR_CLOSE_TIMEOUT", "the peer did not finish closing in time"),
-      );
-      this.socket.destroy();
-    }, this.closeTimeout);
-    this.closeTimer.unref();
+    if (this.closeDeadline !== null || this.closed) return;
+    this.closeDeadline = sweepFor(
+      WebSocketConnection.closeDeadlines,
+      this.closeTimeout,
+      WebSocketConnection.closeTimedOut,
+    );
+    this.closeDeadline.add(this);
   }
+
+  /** Close deadlines by timeout, shared by every connection. */
+  private static readonly closeDeadlines = new Map<number, DeadlineSweep<WebSocketConnection>>();
+  private static readonly closeTimedOut = (connection: WebSocketConnection): void => {
+    connection.closeDeadline = null;
+    connection.report(
+      new ConnectionError("WS_ERR_CLOSE_TIMEOUT", "the peer did not finish closing in time"),
+    );
+    connection.socket.destroy();
+  };
 
   private onEnd(): void {
     // The peer half-closed. A client whose closing handshake is done now closes too (section
@@ -612,8 +630,8 @@ export class WebSocketConnection extends EventEmitter<WebSocketConnectionEvents>
     if (this.closed) return;
     this.closed = true;
     this.stopHeartbeat();
-    if (this.closeTimer !== null) clearTimeout(this.closeTimer);
-    this.closeTimer = null;
+    this.closeDeadline?.delete(this);
+    this.closeDeadline = null;
     this.senderInstance?.stop();
     this.codec?.close();
     this.pendingChunks = [];

@@ -17,6 +17,7 @@ import {
   type Server,
   type Socket,
 } from "node:net";
+import { DeadlineSweep } from "../connection/deadlines.js";
 import { errorResponse, serializeResponse } from "../protocol/handshake.js";
 import {
   DEFAULT_MAX_HEAD_SIZE,
@@ -29,6 +30,15 @@ import type { UpgradeHttpRequest } from "./upgrade.js";
 
 /** How long a client may take to send its request head (slow-loris bound). */
 export const DEFAULT_HEAD_TIMEOUT_MS = 10_000;
+
+/** What the front door keeps on a socket while it reads the head. */
+interface ReadingState {
+  door: FrontDoor;
+  /** The bytes read so far, when the head came in more than one chunk. */
+  received: Buffer | null;
+}
+const READING = Symbol("switchboard.frontDoor");
+type ReadingSocket = Socket & { [READING]?: ReadingState };
 
 /** The request an upgrade is decided on: what the front door parsed, plus the socket. */
 export interface FrontDoorRequest extends ParsedRequestHead {
@@ -50,16 +60,21 @@ export interface FrontDoorOptions {
 
 export class FrontDoor {
   readonly server: Server;
-  /** Connections still sending their head: closed by `close()`. */
-  readonly #reading = new Set<Socket>();
   readonly #options: FrontDoorOptions;
   readonly #maxHeadSize: number;
-  readonly #headTimeoutMs: number;
+  /** Connections still sending their head, by when they must have sent it; `close()` drops them. */
+  readonly #headDeadlines: DeadlineSweep<Socket>;
 
   constructor(options: FrontDoorOptions) {
     this.#options = options;
     this.#maxHeadSize = options.maxHeadSize ?? DEFAULT_MAX_HEAD_SIZE;
-    this.#headTimeoutMs = options.headTimeoutMs ?? DEFAULT_HEAD_TIMEOUT_MS;
+    this.#headDeadlines = new DeadlineSweep(
+      options.headTimeoutMs ?? DEFAULT_HEAD_TIMEOUT_MS,
+      (socket) => {
+        this.#finish(socket);
+        this.#refuse(socket, 408, "the request head did not arrive in time");
+      },
+    );
     // No noDelay option here: the connection sets it once it exists (a second setsockopt per
     // connection otherwise), and plain requests get it when they are handed over.
     this.server = createNetServer((socket) => this.#accept(socket));
@@ -98,8 +113,10 @@ export class FrontDoor {
       if (!this.server.listening) return resolve();
       this.server.close(() => resolve());
     });
-    for (const socket of this.#reading) socket.destroy();
-    this.#reading.clear();
+    for (const socket of [...this.#headDeadlines.members()]) {
+      this.#finish(socket);
+      socket.destroy();
+    }
     this.#options.http.closeIdleConnections();
     return closed;
   }
@@ -110,58 +127,70 @@ export class FrontDoor {
   }
 
   #accept(socket: Socket): void {
-    this.#reading.add(socket);
-    let received: Buffer | null = null;
-    const timer = setTimeout(() => {
-      finish();
-      this.#refuse(socket, 408, "the request head did not arrive in time");
-    }, this.#headTimeoutMs);
-    const finish = (): void => {
-      clearTimeout(timer);
-      this.#reading.delete(socket);
-      socket.off("data", onData);
-      socket.off("error", onError);
-      socket.off("close", onClose);
-    };
-    const onError = (error: Error): void => {
-      this.#options.logger.debug({ err: error }, "socket error before the request head");
-    };
-    const onClose = (): void => finish();
-    const onData = (chunk: Buffer): void => {
-      received = received === null ? chunk : Buffer.concat([received, chunk]);
-      const result = parseRequestHead(received, this.#maxHeadSize);
-      if (result.kind === "incomplete") return;
-      finish();
-      if (result.kind === "invalid") {
-        this.#refuse(socket, result.status, result.message, result.code);
+    (socket as ReadingSocket)[READING] = { door: this, received: null };
+    // Listeners every connection shares, and one sweep for every head deadline: closures and
+    // a timer per connection would cost more than reading the head.
+    socket.on("data", FrontDoor.#socketData);
+    socket.on("error", FrontDoor.#socketError);
+    socket.on("close", FrontDoor.#socketClose);
+    this.#headDeadlines.add(socket);
+  }
+
+  static #socketData = function (this: Socket, chunk: Buffer): void {
+    const state = (this as ReadingSocket)[READING];
+    if (state !== undefined) state.door.#onData(this, state, chunk);
+  };
+  static #socketError = function (this: Socket, error: Error): void {
+    const state = (this as ReadingSocket)[READING];
+    if (state === undefined) return;
+    state.door.#options.logger.debug({ err: error }, "socket error before the request head");
+  };
+  static #socketClose = function (this: Socket): void {
+    const state = (this as ReadingSocket)[READING];
+    if (state !== undefined) state.door.#finish(this);
+  };
+
+  /** The head is read (or the connection is gone): the front door lets go of the socket. */
+  #finish(socket: Socket): void {
+    this.#headDeadlines.delete(socket);
+    (socket as ReadingSocket)[READING] = undefined;
+    socket.off("data", FrontDoor.#socketData);
+    socket.off("error", FrontDoor.#socketError);
+    socket.off("close", FrontDoor.#socketClose);
+  }
+
+  #onData(socket: Socket, state: ReadingState, chunk: Buffer): void {
+    const received = state.received === null ? chunk : Buffer.concat([state.received, chunk]);
+    state.received = received;
+    const result = parseRequestHead(received, this.#maxHeadSize);
+    if (result.kind === "incomplete") return;
+    this.#finish(socket);
+    if (result.kind === "invalid") {
+      this.#refuse(socket, result.status, result.message, result.code);
+      return;
+    }
+    const { request, headLength } = result;
+    if (isUpgrade(request)) {
+      // Neither flowing nor paused, as node:http leaves a socket it hands to its "upgrade"
+      // listeners: bytes the client sends before the connection listens are kept in the
+      // stream's buffer, and the connection's "data" listener starts the flow. Pausing
+      // instead would cost a readStop and a readStart per connection.
+      (socket as { readableFlowing: boolean | null }).readableFlowing = null;
+      if (hasBody(request)) {
+        this.#refuse(socket, 400, "an upgrade request with a body", "HTTP_ERR_UPGRADE_BODY");
         return;
       }
-      const { request, headLength } = result;
-      if (isUpgrade(request)) {
-        // Neither flowing nor paused, as node:http leaves a socket it hands to its "upgrade"
-        // listeners: bytes the client sends before the connection listens are kept in the
-        // stream's buffer, and the connection's "data" listener starts the flow. Pausing
-        // instead would cost a readStop and a readStart per connection.
-        (socket as { readableFlowing: boolean | null }).readableFlowing = null;
-        if (hasBody(request)) {
-          this.#refuse(socket, 400, "an upgrade request with a body", "HTTP_ERR_UPGRADE_BODY");
-          return;
-        }
-        const head = received.subarray(headLength);
-        this.#options.onUpgrade(Object.assign(request, { socket }), socket, head);
-        return;
-      }
-      // Anything else is node's: give back what was read, then let it read the rest. A
-      // node:http server that listens sets no-delay on its own connections; this one does not.
-      socket.setNoDelay(true);
-      socket.pause();
-      socket.unshift(received);
-      this.#options.http.emit("connection", socket);
-      socket.resume();
-    };
-    socket.on("data", onData);
-    socket.on("error", onError);
-    socket.on("close", onClose);
+      const head = received.subarray(headLength);
+      this.#options.onUpgrade(Object.assign(request, { socket }), socket, head);
+      return;
+    }
+    // Anything else is node's: give back what was read, then let it read the rest. A
+    // node:http server that listens sets no-delay on its own connections; this one does not.
+    socket.setNoDelay(true);
+    socket.pause();
+    socket.unshift(received);
+    this.#options.http.emit("connection", socket);
+    socket.resume();
   }
 
   #refuse(socket: Socket, status: number, why: string, code?: string): void {
