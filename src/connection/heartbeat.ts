@@ -37,10 +37,7 @@ export class HeartbeatSchedule {
   #timer: NodeJS.Timeout | null = null;
   readonly #period: number;
 
-  constructor(
-    private readonly options: HeartbeatOptions,
-    private readonly onEmpty: () => void,
-  ) {
+  constructor(private readonly options: HeartbeatOptions) {
     this.#period = Math.max(
       MIN_PERIOD_MS,
       Math.floor(Math.min(options.interval, options.timeout) / 4),
@@ -60,7 +57,10 @@ export class HeartbeatSchedule {
     if (!this.#members.delete(member) || this.#members.size > 0) return;
     if (this.#timer !== null) clearInterval(this.#timer);
     this.#timer = null;
-    this.onEmpty();
+  }
+
+  get size(): number {
+    return this.#members.size;
   }
 
   pong(member: HeartbeatMember): void {
@@ -87,6 +87,11 @@ export class HeartbeatSchedule {
 }
 
 const schedules = new Map<string, HeartbeatSchedule>();
+/** Schedules kept at most; past it the empty ones are dropped. */
+const MAX_SCHEDULES = 64;
+/** The options object of the last start: servers pass the same one for every connection. */
+let lastOptions: HeartbeatOptions | null = null;
+let lastSchedule: HeartbeatSchedule | null = null;
 
 /**
  * Starts heartbeats for `member` on the schedule shared by every member with the same options;
@@ -96,11 +101,20 @@ export function startHeartbeat(
   member: HeartbeatMember,
   options: HeartbeatOptions,
 ): HeartbeatSchedule {
-  const key = `${options.interval}:${options.timeout}`;
-  let schedule = schedules.get(key);
-  if (schedule === undefined) {
-    schedule = new HeartbeatSchedule({ ...options }, () => schedules.delete(key));
-    schedules.set(key, schedule);
+  let schedule = options === lastOptions ? lastSchedule : null;
+  if (schedule === null) {
+    const key = `${options.interval}:${options.timeout}`;
+    schedule = schedules.get(key) ?? null;
+    if (schedule === null) {
+      if (schedules.size >= MAX_SCHEDULES) {
+        for (const [k, other] of schedules) if (other.size === 0) schedules.delete(k);
+        if (lastSchedule !== null && lastSchedule.size === 0) lastOptions = lastSchedule = null;
+      }
+      schedule = new HeartbeatSchedule({ ...options });
+      schedules.set(key, schedule);
+    }
+    lastOptions = options;
+    lastSchedule = schedule;
   }
   schedule.add(member);
   return schedule;

@@ -2,7 +2,7 @@
  * The opening handshake (RFC 6455 section 4) as pure functions: a request in, a response value
  * out, which the caller may amend (cookies etc.) before serializing and writing it. No I/O here.
  */
-import { createHash, randomBytes } from "node:crypto";
+import * as crypto from "node:crypto";
 import { WEBSOCKET_GUID } from "./constants.js";
 import {
   type ExtensionOffer,
@@ -66,19 +66,26 @@ export type ServerHandshakeResult =
     }
   | { ok: false; response: HandshakeResponse; error: HandshakeError };
 
+/** One-shot hashing (Node 20.12 and later) skips the Hash object a handshake would make. */
+const oneShotHash = (
+  crypto as { hash?: (algorithm: string, data: string, encoding: "base64") => string }
+).hash;
+
 /** Sec-WebSocket-Accept for a key (section 4.2.2 step 5.4): base64(SHA-1(key + GUID)). */
 export function acceptKey(key: string): string {
-  return createHash("sha1")
+  if (oneShotHash !== undefined) return oneShotHash("sha1", key + WEBSOCKET_GUID, "base64");
+  return crypto
+    .createHash("sha1")
     .update(key + WEBSOCKET_GUID)
     .digest("base64");
 }
 
-// Exactly 16 bytes in base64: 22 characters and "==" (section 4.2.1 item 4). The round trip in
-// isValidKey also rejects non-canonical forms whose last character carries non-zero padding bits.
-const KEY_FORM = /^[A-Za-z0-9+/]{22}==$/;
+// Exactly 16 bytes in base64 (section 4.2.1 item 4), canonical: 21 characters of 6 bits, a 22nd
+// whose last 4 bits are padding and must be zero (A, Q, g or w), then "==".
+const KEY_FORM = /^[A-Za-z0-9+/]{21}[AQgw]==$/;
 
 function isValidKey(key: string): boolean {
-  return KEY_FORM.test(key) && Buffer.from(key, "base64").toString("base64") === key;
+  return KEY_FORM.test(key);
 }
 
 /**
@@ -336,7 +343,7 @@ export function serializeResponse(response: HandshakeResponse): string {
 
 /** A fresh Sec-WebSocket-Key: 16 random bytes, base64 (section 4.1, item 7 of the request). */
 export function generateKey(): string {
-  return randomBytes(16).toString("base64");
+  return crypto.randomBytes(16).toString("base64");
 }
 
 export interface ClientHandshakeOptions {

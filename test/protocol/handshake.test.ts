@@ -1,3 +1,5 @@
+import { createHash } from "node:crypto";
+import fc from "fast-check";
 import { describe, expect, it } from "vitest";
 import {
   acceptKey,
@@ -58,6 +60,36 @@ describe("acceptKey and generateKey", () => {
       expect(Buffer.from(key, "base64")).toHaveLength(16);
       expect(expectOk(serverHandshake(request({ "sec-websocket-key": key }))).ok).toBe(true);
     }
+  });
+});
+
+describe("the key's form (section 4.2.1 item 4)", () => {
+  it("accepts exactly the canonical base64 of 16 bytes", () => {
+    const alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/=-_ ";
+    fc.assert(
+      fc.property(
+        fc.oneof(
+          fc
+            .uint8Array({ minLength: 16, maxLength: 16 })
+            .map((b) => Buffer.from(b).toString("base64")),
+          fc.string({ unit: fc.constantFrom(...alphabet), minLength: 22, maxLength: 26 }),
+        ),
+        (key) => {
+          const bytes = Buffer.from(key, "base64");
+          const canonical = bytes.length === 16 && bytes.toString("base64") === key;
+          const result = serverHandshake(request({ "sec-websocket-key": key }));
+          expect(result.ok).toBe(canonical);
+          if (result.ok) {
+            const sha1 = createHash("sha1").update(`${key}258EAFA5-E914-47DA-95CA-C5AB0DC85B11`);
+            expect(result.response.headers).toContainEqual([
+              "Sec-WebSocket-Accept",
+              sha1.digest("base64"),
+            ]);
+          }
+        },
+      ),
+      { numRuns: 2_000 },
+    );
   });
 });
 
