@@ -231,11 +231,16 @@ const DEFAULT_RACY_MS = 2_000;
 /** Directories whose listings are kept at most; past it the cache starts over. */
 const MAX_CACHED_LISTINGS = 4_096;
 
+/**
+ * Times in milliseconds as doubles (sub-microsecond at today's dates): a change after a listing
+ * was kept happens more than the racy window after the times it was kept with, so it always
+ * shows.
+ */
 interface CachedListing {
   listing: Listing;
-  ino: bigint;
-  mtimeNs: bigint;
-  ctimeNs: bigint;
+  ino: number;
+  mtimeMs: number;
+  ctimeMs: number;
 }
 
 /**
@@ -255,12 +260,12 @@ class ListingCache {
   get(directory: string): CachedListing | undefined {
     const cached = this.#entries.get(directory);
     if (cached === undefined) return undefined;
-    const stats = statSync(directory, { bigint: true, throwIfNoEntry: false });
+    const stats = statSync(directory, { throwIfNoEntry: false });
     if (
       stats !== undefined &&
       stats.ino === cached.ino &&
-      stats.mtimeNs === cached.mtimeNs &&
-      stats.ctimeNs === cached.ctimeNs
+      stats.mtimeMs === cached.mtimeMs &&
+      stats.ctimeMs === cached.ctimeMs
     ) {
       return cached;
     }
@@ -275,17 +280,17 @@ class ListingCache {
   async read(directory: string): Promise<CachedListing | Listing> {
     // The times are taken before the read: a change during the read leaves them stale, so the
     // next lookup reads again rather than trusting a listing that may predate the change.
-    const before = await fs.stat(directory, { bigint: true });
+    const before = await fs.stat(directory);
     const listing = toListing(await fs.readdir(directory, { withFileTypes: true }));
     this.reads++;
     const newest = before.mtimeMs > before.ctimeMs ? before.mtimeMs : before.ctimeMs;
-    if (Date.now() - Number(newest) <= this.racyMs) return listing;
+    if (Date.now() - newest <= this.racyMs) return listing;
     if (this.#entries.size >= MAX_CACHED_LISTINGS) this.#entries.clear();
     const kept: CachedListing = {
       listing,
       ino: before.ino,
-      mtimeNs: before.mtimeNs,
-      ctimeNs: before.ctimeNs,
+      mtimeMs: before.mtimeMs,
+      ctimeMs: before.ctimeMs,
     };
     this.#entries.set(directory, kept);
     return kept;
