@@ -28,6 +28,8 @@ export { ConnectionError } from "./errors.js";
 
 const NO_HEADERS: Readonly<Record<string, string>> = Object.freeze({});
 const NO_DEFLATE_OPTIONS: PreparedDeflateOptions = Object.freeze({});
+/** No output this turn: one frozen empty list shared until a connection queues something. */
+const NO_CHUNKS = Object.freeze([]) as unknown as Uint8Array[];
 
 /** Where a socket keeps its connection, for the listeners all connections share. */
 const CONNECTION = Symbol("switchboard.connection");
@@ -91,7 +93,7 @@ export class WebSocketConnection extends EventEmitter<WebSocketConnectionEvents>
   private readonly highWaterMark: number;
 
   /** Output gathered during this event-loop turn; it leaves in one write. */
-  private pendingChunks: Uint8Array[] = [];
+  private pendingChunks: Uint8Array[] = NO_CHUNKS;
   private pendingBytes = 0;
   private flushScheduled = false;
   private endAfterFlush = false;
@@ -487,7 +489,8 @@ export class WebSocketConnection extends EventEmitter<WebSocketConnectionEvents>
 
   private queueOutput(bytes: Uint8Array): void {
     if (this.closed) return;
-    this.pendingChunks.push(bytes);
+    if (this.pendingChunks === NO_CHUNKS) this.pendingChunks = [bytes];
+    else this.pendingChunks.push(bytes);
     this.pendingBytes += bytes.length;
     if (!this.flushScheduled) {
       this.flushScheduled = true;
@@ -502,7 +505,7 @@ export class WebSocketConnection extends EventEmitter<WebSocketConnectionEvents>
     const chunks = this.pendingChunks;
     const total = this.pendingBytes;
     if (chunks.length > 0 && !this.closed && !this.socket.destroyed) {
-      this.pendingChunks = [];
+      this.pendingChunks = NO_CHUNKS;
       this.pendingBytes = 0;
       // While reading is paused for backpressure, learn when this output has left: node emits
       // 'drain' only after a write that returned false, and below the socket's own high-water
@@ -634,7 +637,7 @@ export class WebSocketConnection extends EventEmitter<WebSocketConnectionEvents>
     this.closeDeadline = null;
     this.senderInstance?.stop();
     this.codec?.close();
-    this.pendingChunks = [];
+    this.pendingChunks = NO_CHUNKS;
     this.pendingBytes = 0;
     const { code, reason } = this.core.transportClosed();
     this.emit("close", code, reason);

@@ -4,7 +4,8 @@
  * up at tens of thousands of idle connections; one sweep per heartbeat setting costs neither.
  *
  * A connection due for a ping gets one when the sweep reaches it, and one that has not answered
- * its ping within the timeout is reported then: each happens at most one sweep period late. The
+ * its ping within the timeout is reported then: each happens at most one sweep period late (two
+ * for the first ping, which is never early). The
  * period is a quarter of the shorter of the interval and the timeout, so a 30 s interval with a
  * 10 s timeout is swept every 2.5 s.
  */
@@ -23,29 +24,35 @@ export interface HeartbeatMember {
   heartbeatTimeout(): void;
 }
 
-interface Beat {
-  nextPingAt: number;
-  /** When the ping in flight times out; 0 when none is in flight. */
-  pongDeadline: number;
-}
-
 /** Below this a sweep would run more often than any heartbeat needs. */
 const MIN_PERIOD_MS = 5;
 
+/**
+ * Times are counted in sweeps, so that each member's state is one small integer in the map:
+ * the sweep at which its next ping is due, negated while its last ping waits for a pong (the
+ * pong's deadline follows from it). No object and no boxed number per member.
+ */
 export class HeartbeatSchedule {
-  readonly #members = new Map<HeartbeatMember, Beat>();
+  readonly #members = new Map<HeartbeatMember, number>();
   #timer: NodeJS.Timeout | null = null;
   readonly #period: number;
+  readonly #intervalSweeps: number;
+  readonly #timeoutSweeps: number;
+  /** Sweeps so far. */
+  #sweeps = 0;
 
-  constructor(private readonly options: HeartbeatOptions) {
+  constructor(options: HeartbeatOptions) {
     this.#period = Math.max(
       MIN_PERIOD_MS,
       Math.floor(Math.min(options.interval, options.timeout) / 4),
     );
+    this.#intervalSweeps = Math.ceil(options.interval / this.#period);
+    this.#timeoutSweeps = Math.ceil(options.timeout / this.#period);
   }
 
   add(member: HeartbeatMember): void {
-    this.#members.set(member, { nextPingAt: Date.now() + this.options.interval, pongDeadline: 0 });
+    // One sweep more: a member added just before a sweep must not be pinged early.
+    this.#members.set(member, this.#sweeps + this.#intervalSweeps + 1);
     if (this.#timer === null) {
       this.#timer = setInterval(() => this.#sweep(), this.#period);
       // Heartbeats never keep a process alive on their own.
@@ -64,23 +71,26 @@ export class HeartbeatSchedule {
   }
 
   pong(member: HeartbeatMember): void {
-    const beat = this.#members.get(member);
-    if (beat !== undefined) beat.pongDeadline = 0;
+    const due = this.#members.get(member);
+    if (due !== undefined && due < 0) this.#members.set(member, -due);
   }
 
   #sweep(): void {
-    const now = Date.now();
+    const now = ++this.#sweeps;
     // A member may leave (or others join) from inside its callback: a Map iterates safely over
     // deletions, and members added now are first due an interval from now anyway.
-    for (const [member, beat] of this.#members) {
-      if (beat.pongDeadline !== 0) {
-        if (now >= beat.pongDeadline) {
-          beat.pongDeadline = 0;
+    for (const [member, due] of this.#members) {
+      if (due < 0) {
+        // Waiting for a pong to the ping sent at sweep (-due - interval).
+        if (now >= -due - this.#intervalSweeps + this.#timeoutSweeps) {
+          this.#members.set(member, -due);
           member.heartbeatTimeout();
         }
-      } else if (now >= beat.nextPingAt) {
-        beat.nextPingAt = now + this.options.interval;
-        if (member.heartbeatPing()) beat.pongDeadline = now + this.options.timeout;
+      } else if (now >= due) {
+        const next = now + this.#intervalSweeps;
+        const pinged = member.heartbeatPing();
+        // The ping may have ended the member (a write that failed at once): it stays gone.
+        if (this.#members.has(member)) this.#members.set(member, pinged ? -next : next);
       }
     }
   }

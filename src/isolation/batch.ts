@@ -126,9 +126,9 @@ export type UpgradeDecision =
 
 export interface OpenInfo {
   remoteAddress: string;
-  params: Record<string, string>;
+  params: Readonly<Record<string, string>>;
   query: string;
-  headers: Record<string, string>;
+  headers: Readonly<Record<string, string>>;
   protocol: string;
   /** The upgrade request whose data this client takes (0: none). */
   upgradeId: number;

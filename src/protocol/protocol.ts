@@ -77,6 +77,8 @@ const STOPPED = 3;
 const EMPTY = Buffer.alloc(0);
 /** Until the first masked frame: a connection that never receives one never allocates its own. */
 const NO_MASK = Buffer.alloc(4);
+/** An empty list shared by every connection until it needs its own (frozen: a push throws). */
+const NO_BUFFERS = Object.freeze([]) as unknown as Buffer[];
 
 export class Protocol {
   readonly role: Role;
@@ -101,7 +103,7 @@ export class Protocol {
   private frameMask: Buffer = NO_MASK;
   private payloadLength = 0;
   /** The parts of a payload that arrived over several reads. */
-  private pieces: Buffer[] = [];
+  private pieces: Buffer[] = NO_BUFFERS;
   private payloadFilled = 0;
   private maskPhase = 0;
   /** The partial payload was already UTF-8 checked piece by piece. */
@@ -109,7 +111,7 @@ export class Protocol {
   // The message being assembled.
   private messageOpcode = 0;
   private messageCompressed = false;
-  private fragments: Buffer[] = [];
+  private fragments: Buffer[] = NO_BUFFERS;
   private fragmentCount = 0;
   private messageSize = 0;
   private wireSize = 0;
@@ -117,7 +119,7 @@ export class Protocol {
   private inflatingFin = false;
   private inflateInput: Buffer | null = null;
   /** Input that arrived while a frame was being inflated. */
-  private pending: Buffer[] = [];
+  private pending: Buffer[] = NO_BUFFERS;
   private pendingBytes = 0;
   /** The code of a peer's close whose reply waits for messages still being prepared. */
   private owedCloseReply: number | null = null;
@@ -167,8 +169,7 @@ export class Protocol {
     // Input arriving from inside a callback of ours (re-entrant) waits its turn like input that
     // arrives while inflating, so bytes are always parsed in the order they came.
     if (this.parseState === INFLATING || this.draining || this.parsing) {
-      this.pending.push(chunk);
-      this.pendingBytes += chunk.length;
+      this.holdInput(chunk, false);
       // Only inflation holds input for an unknown time; re-entrant input is parsed right after.
       if (
         this.parseState === INFLATING &&
@@ -196,7 +197,7 @@ export class Protocol {
         this.fail(protocolError("WS_ERR_INVALID_UTF8", "invalid UTF-8 in text message"));
         return;
       }
-      if (chunk.length > 0) this.fragments.push(chunk);
+      if (chunk.length > 0) this.addFragment(chunk);
     }
     this.parseState = READ_HEADER;
     if (this.inflatingFin) {
@@ -230,14 +231,27 @@ export class Protocol {
   transportClosed(): { code: number; reason: string; wasClean: boolean } {
     this.close.transition("transport-closed");
     this.parseState = STOPPED;
-    this.pending = [];
-    this.fragments = [];
-    this.pieces = [];
+    this.pending = NO_BUFFERS;
+    this.fragments = NO_BUFFERS;
+    this.pieces = NO_BUFFERS;
     return {
       code: this.close.code,
       reason: this.close.reason,
       wasClean: this.close.handshakeComplete && !this.close.failed,
     };
+  }
+
+  /** Sets input aside (at the front when it is the rest of the chunk being parsed). */
+  private holdInput(chunk: Buffer, first: boolean): void {
+    if (this.pending === NO_BUFFERS) this.pending = [];
+    if (first) this.pending.unshift(chunk);
+    else this.pending.push(chunk);
+    this.pendingBytes += chunk.length;
+  }
+
+  private addFragment(payload: Buffer): void {
+    if (this.fragments === NO_BUFFERS) this.fragments = [payload];
+    else this.fragments.push(payload);
   }
 
   /** Parses input set aside while a frame was inflating, in order, iteratively. */
@@ -279,9 +293,7 @@ export class Protocol {
         if (offset < length) {
           // Set aside before handing out, so an inflater that answers synchronously resumes in
           // order.
-          const rest = chunk.subarray(offset);
-          this.pending.unshift(rest);
-          this.pendingBytes += rest.length;
+          this.holdInput(chunk.subarray(offset), true);
         }
         const input = this.inflateInput!;
         this.inflateInput = null;
@@ -484,10 +496,11 @@ export class Protocol {
         return -1;
       }
     }
-    this.pieces.push(piece);
+    if (this.pieces === NO_BUFFERS) this.pieces = [piece];
+    else this.pieces.push(piece);
     if (this.payloadFilled < this.payloadLength) return offset + take;
     const pieces = this.pieces;
-    this.pieces = [];
+    this.pieces = NO_BUFFERS;
     const payload = pieces.length === 1 ? pieces[0] : Buffer.concat(pieces, this.payloadLength);
     this.parseState = READ_HEADER;
     this.frameComplete(payload);
@@ -519,7 +532,7 @@ export class Protocol {
       }
     }
     if (!this.fin) {
-      if (payload.length > 0) this.fragments.push(payload);
+      if (payload.length > 0) this.addFragment(payload);
       this.messageSize += payload.length;
       return;
     }
@@ -533,7 +546,7 @@ export class Protocol {
       this.handler.message(payload, isBinary);
       return;
     }
-    if (payload.length > 0) this.fragments.push(payload);
+    if (payload.length > 0) this.addFragment(payload);
     this.messageSize += payload.length;
     this.deliverMessage();
   }
@@ -554,7 +567,7 @@ export class Protocol {
   private resetMessage(): void {
     this.messageOpcode = 0;
     this.messageCompressed = false;
-    this.fragments = [];
+    this.fragments = NO_BUFFERS;
     this.fragmentCount = 0;
     this.messageSize = 0;
     this.wireSize = 0;
@@ -599,7 +612,7 @@ export class Protocol {
     }
     this.close.received = { code, reason };
     this.parseState = STOPPED;
-    this.pending = [];
+    this.pending = NO_BUFFERS;
     if (this.close.state === "open" && this.handler.deferCloseReply?.() === true) {
       // Nothing more is read; what is being prepared may still be sent, then the reply.
       this.owedCloseReply = code;
@@ -647,9 +660,9 @@ export class Protocol {
   fail(error: ProtocolError): void {
     if (this.parseState === STOPPED && this.close.state === "closed") return;
     this.parseState = STOPPED;
-    this.pending = [];
-    this.fragments = [];
-    this.pieces = [];
+    this.pending = NO_BUFFERS;
+    this.fragments = NO_BUFFERS;
+    this.pieces = NO_BUFFERS;
     if (this.close.state === "open") {
       this.close.initiator = "local";
       const reason = truncateReason(error.message);

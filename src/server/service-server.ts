@@ -496,7 +496,14 @@ function flattenHeaders(req: UpgradeHttpRequest): Record<string, string> {
   return out;
 }
 
-function selectHeaders(req: UpgradeHttpRequest, names: readonly string[]): Record<string, string> {
+/** No headers selected: one frozen object for every client of a service that asks for none. */
+const NO_HEADERS: Readonly<Record<string, string>> = Object.freeze({});
+
+function selectHeaders(
+  req: UpgradeHttpRequest,
+  names: readonly string[],
+): Readonly<Record<string, string>> {
+  if (names.length === 0) return NO_HEADERS;
   const out: Record<string, string> = {};
   for (const name of names) {
     const value = req.headers[name];

@@ -64,7 +64,7 @@ export interface RouteMatch {
   file: string;
   /** The file's path relative to the root, posix separators, e.g. "chat/[room].ts" — the service's name. */
   name: string;
-  params: Record<string, string>;
+  params: Readonly<Record<string, string>>;
 }
 
 export type RouteResult = { found: true; match: RouteMatch } | { found: false; reason: string };
@@ -561,11 +561,19 @@ function routeKey(input: string): string {
   return end === input.length ? input : input.slice(0, end);
 }
 
+/** No params: one frozen object for every match without dynamic segments. */
+const NO_PARAMS: Readonly<Record<string, string>> = Object.freeze({});
+
 /** A kept answer is handed out as a copy: callers own their params. */
 function copyResult(result: RouteResult): RouteResult {
   if (!result.found) return result;
   const { file, name, params } = result.match;
-  return { found: true, match: { file, name, params: { ...params } } };
+  let copy: Readonly<Record<string, string>> = NO_PARAMS;
+  for (const _ in params) {
+    copy = { ...params };
+    break;
+  }
+  return { found: true, match: { file, name, params: copy } };
 }
 
 async function realDirectory(root: string): Promise<string> {

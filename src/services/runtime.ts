@@ -93,15 +93,21 @@ function frozenCopy(record: Readonly<Record<string, string>>): Readonly<Record<s
   for (const _ in record) return Object.freeze({ ...record });
   return EMPTY_RECORD;
 }
+
+/** Empty lists every client shares until it needs its own (frozen: a push would throw). */
+const NO_TASKS = Object.freeze([]) as unknown as Task[];
+const NO_MESSAGES = Object.freeze([]) as unknown as ServiceMessage[];
+
 class RuntimeClient<Data> implements Client<Data> {
   readonly id: string;
   open = true;
   data: Data;
   /** Hooks for this client wait while one of them has not settled. */
   busy = false;
-  readonly tasks: Task[] = [];
-  /** Messages waiting for the pull style (`for await`). */
-  readonly inbox: ServiceMessage[] = [];
+  /** Hooks waiting for the one running (an empty list shared until a client needs its own). */
+  tasks: Task[] = NO_TASKS;
+  /** Messages waiting for the pull style (`for await`); shared empty list until one arrives. */
+  inbox: ServiceMessage[] = NO_MESSAGES;
   paused = false;
   wake: (() => void) | null = null;
   closed = false;
@@ -174,7 +180,7 @@ class RuntimeClient<Data> implements Client<Data> {
     return {
       next: async () => {
         for (;;) {
-          const message = this.inbox.shift();
+          const message = this.inbox.length === 0 ? undefined : this.inbox.shift();
           if (message !== undefined) {
             if (this.paused && this.inbox.length <= PULL_LOW_WATER) {
               this.paused = false;
@@ -192,7 +198,14 @@ class RuntimeClient<Data> implements Client<Data> {
     };
   }
 
+  /** Queues a hook behind the one running. */
+  queueTask(task: Task): void {
+    if (this.tasks === NO_TASKS) this.tasks = [];
+    this.tasks.push(task);
+  }
+
   deliver(message: ServiceMessage): void {
+    if (this.inbox === NO_MESSAGES) this.inbox = [];
     this.inbox.push(message);
     if (!this.paused && this.inbox.length >= PULL_HIGH_WATER) {
       this.paused = true;
@@ -451,7 +464,7 @@ export class ServiceRuntime {
       return;
     }
     if (client.busy) {
-      client.tasks.push(() =>
+      client.queueTask(() =>
         this.invoke(client, "message", () => hook(client, message, this.context)),
       );
       return;
@@ -691,7 +704,7 @@ export class ServiceRuntime {
   /** Runs a hook for a client after the ones before it settled; failures are logged and reported. */
   private run(client: RuntimeClient<unknown>, hook: string, task: Task): void {
     if (client.busy) {
-      client.tasks.push(() => this.invoke(client, hook, task));
+      client.queueTask(() => this.invoke(client, hook, task));
       return;
     }
     this.invoke(client, hook, task);
@@ -727,6 +740,8 @@ export class ServiceRuntime {
 
   private next(client: RuntimeClient<unknown>): void {
     client.busy = false;
+    // shift() on the shared frozen list throws even when it is empty.
+    if (client.tasks.length === 0) return;
     const task = client.tasks.shift();
     if (task !== undefined) task();
   }

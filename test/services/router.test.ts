@@ -333,7 +333,7 @@ describe("ServiceRouter: kept listings", () => {
     expect(lobby && expectFound(lobby, "chat/[room].ts", { room: "lobby" })).toBeTruthy();
     expect(router.lookup("/missing")).toMatchObject({ found: false });
     // Each answer is the caller's own.
-    if (lobby?.found) lobby.match.params.room = "changed";
+    if (lobby?.found) (lobby.match.params as Record<string, string>).room = "changed";
     expectFound(router.lookup("/chat/lobby")!, "chat/[room].ts", { room: "lobby" });
 
     // A change in a directory on the way drops the answer; the next resolve sees the change.
