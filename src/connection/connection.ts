@@ -514,10 +514,12 @@ export class WebSocketConnection extends EventEmitter<WebSocketConnectionEvents>
       let ok: boolean;
       if (chunks.length === 1) {
         ok = this.socket.write(chunks[0], written);
-      } else if (total <= 65536) {
+      } else if (total < Buffer.poolSize >>> 1) {
+        // Small enough for Buffer.concat to take a slice of node's pool: one cheap copy.
         ok = this.socket.write(Buffer.concat(chunks, total), written);
       } else {
-        // Large payloads are not copied: corked writes leave as one writev.
+        // Anything larger would cost a fresh ArrayBuffer per flush (allocation, external
+        // memory, GC) on top of the copy: corked writes leave as one writev, uncopied.
         this.socket.cork();
         const last = chunks.length - 1;
         for (let i = 0; i < last; i++) this.socket.write(chunks[i]);
