@@ -10,6 +10,7 @@ import {
   serverHandshake,
 } from "../protocol/handshake.js";
 import type { PerMessageDeflateOptions } from "../protocol/permessage-deflate.js";
+import { isThenable } from "../thenable.js";
 import { type Logger, silentLogger } from "./logger.js";
 
 /**
@@ -164,7 +165,7 @@ async function upgrade(
     try {
       const pending = options.verify(req);
       // A verdict decided at once is used at once: no turn of the microtask queue.
-      verdict = isPromiseLike(pending) ? await pending : pending;
+      verdict = isThenable(pending) ? await pending : pending;
     } catch (error) {
       log.error({ err: error, url: req.url }, "upgrade verification threw");
       verdict = { status: 500, body: "Internal Server Error" };
@@ -235,10 +236,6 @@ async function upgrade(
     log.error({ err: error, url: req.url }, "connection handler threw");
     connection.close(CloseCode.InternalError);
   }
-}
-
-function isPromiseLike<T>(value: T | PromiseLike<T>): value is PromiseLike<T> {
-  return typeof (value as { then?: unknown }).then === "function";
 }
 
 /** The client's Sec-WebSocket-Protocol offer (the handshake already found it well formed). */

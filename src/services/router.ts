@@ -112,12 +112,7 @@ type ParsedPath =
 /** Splits and decodes a request path; no file system access. */
 function parsePath(input: unknown): ParsedPath {
   if (typeof input !== "string") return { ok: false, reason: "the path is not a string" };
-  let end = input.length;
-  const query = input.indexOf("?");
-  if (query !== -1) end = query;
-  const fragment = input.indexOf("#");
-  if (fragment !== -1 && fragment < end) end = fragment;
-  const pathname = input.slice(0, end);
+  const pathname = routeKey(input);
   if (pathname.length > MAX_PATH_LENGTH) {
     return { ok: false, reason: `the path is longer than ${MAX_PATH_LENGTH} characters` };
   }
@@ -671,7 +666,7 @@ export class ServiceRouter {
     if (known !== undefined) return known;
     try {
       const key = routeKey(pathname);
-      const parsed = parsePath(key);
+      const parsed = parsePath(pathname);
       if (!parsed.ok) return { found: false, reason: parsed.reason };
       const access = new RootAccess(root, RESOLVE_BUDGET, this.#listings);
       const match = await new RouteSearch(access, parsed.segments, parsed.trailingSlash).run();

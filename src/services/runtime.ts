@@ -18,6 +18,7 @@ import {
 } from "../isolation/batch.js";
 import type { RuntimeChannel } from "../isolation/transport.js";
 import type { Logger } from "../server/logger.js";
+import { isThenable } from "../thenable.js";
 import type { ResolvedServiceConfig } from "./config.js";
 import {
   type BroadcastOptions,
@@ -777,14 +778,6 @@ export class ServiceRuntime {
     };
     return { error: log("error"), warn: log("warn"), info: log("info"), debug: log("debug") };
   }
-}
-
-function isThenable(value: unknown): value is PromiseLike<unknown> {
-  return (
-    typeof value === "object" &&
-    value !== null &&
-    typeof (value as { then?: unknown }).then === "function"
-  );
 }
 
 /** Log contexts cross the boundary: errors become plain records, the rest must be JSON. */
