@@ -13,35 +13,17 @@
 import { formatFixed, formatMs, formatPct, formatRate, table } from "../lib/format.js";
 import { type Outcome, runGenerator } from "../lib/generator.js";
 import type { Placement } from "../lib/machine.js";
+import { caseResult, measureCases } from "../lib/measure.js";
 import { intFlag, parseIntFlag, switchFlag } from "../lib/options.js";
-import type {
-  CaseResult,
-  Figure,
-  Ratio,
-  SharedOptions,
-  Suite,
-  SuiteContext,
-  SuiteResult,
-} from "../lib/result.js";
+import type { Ratio, SharedOptions, Suite, SuiteContext, SuiteResult } from "../lib/result.js";
+import { peerSpecs, type RunningServer, type ServerSpec, switchboardSpecs } from "../lib/server.js";
 import {
-  peerSpecs,
-  type RunningServer,
-  roundRobin,
-  type ServerSpec,
-  switchboardSpecs,
-} from "../lib/server.js";
-import {
-  check,
   compareServers,
   cpuNote,
-  figureOf,
   median,
-  okRuns,
   type RatioSpec,
-  ratioOf,
   ratioTable,
   ratioWarnings,
-  summarize,
   type WindowFields,
 } from "../lib/stats.js";
 
@@ -95,7 +77,6 @@ interface BroadcastLine extends WindowFields {
 }
 
 type BroadcastOutcome = Outcome<BroadcastLine>;
-type BroadcastRun = Extract<BroadcastOutcome, { ok: true }>;
 
 /** "1 -> 1,000", "100 publishers -> 10 topics x 100". */
 function caseLabel({ publishers, topics }: Shape, subs: number): string {
@@ -188,76 +169,47 @@ export async function runBroadcastSuite(
   );
   ctx.log(`servers: ${specs.map((s) => s.name).join(", ")}`);
 
-  const runs = new Map<string, Record<string, BroadcastOutcome[]>>(
-    cases.map((c) => [
-      c.id,
-      Object.fromEntries(specs.map((s) => [s.name, [] as BroadcastOutcome[]])),
-    ]),
-  );
   // Every server serves every case: the topic and the role are in each connection's query.
-  const servers = await ctx.servers.start(specs);
-  try {
-    const labelWidth = Math.max(...cases.map((c) => c.label.length));
-    await roundRobin(opts.rounds, cases, servers, opts.pauseMs, async (round, c, server) => {
-      const outcome = await runBroadcast(binary, server, c, opts, ctx.where);
-      runs.get(c.id)![server.spec.name].push(outcome);
-      const shown = outcome.ok
-        ? `${formatRate(outcome.deliveries_per_s)} deliveries/s, ` +
-          `${formatRate(outcome.msgs_per_s)} msg/s, p50 ${formatMs(outcome.latency_p50_ms)} ms ` +
-          cpuNote(outcome, true)
-        : `error: ${outcome.error}`;
-      ctx.log(
-        `  round ${round + 1}/${opts.rounds}  ${c.label.padEnd(labelWidth)}  ` +
-          `${server.spec.name.padEnd(18)} ${shown}`,
-      );
-    });
-  } finally {
-    await ctx.servers.release(servers);
-  }
+  const outcomes = await measureCases(
+    ctx,
+    specs,
+    cases,
+    opts,
+    (c, server) => runBroadcast(binary, server, c, opts, ctx.where),
+    (run) =>
+      `${formatRate(run.deliveries_per_s)} deliveries/s, ` +
+      `${formatRate(run.msgs_per_s)} msg/s, p50 ${formatMs(run.latency_p50_ms)} ms ` +
+      cpuNote(run, true),
+  );
 
-  const warnings: string[] = [];
-  let failed = false;
-  const results: CaseResult[] = [];
-  const ratios: Ratio[] = [];
-  for (const c of cases) {
-    const byServer = runs.get(c.id)!;
-    const figures: Figure[] = specs.map((spec) => {
-      const outcomes = byServer[spec.name];
-      const s = summarize(
-        outcomes,
-        (run) => run.deliveries_per_s,
-        (run) => run.deliveries,
-      );
-      const { flags, warnings: w } = check(`${c.label}, ${spec.name}`, s, {
-        rounds: opts.rounds,
-        busy: "core",
-      });
-      if (s.errors.length > 0) failed = true;
-      warnings.push(...w);
-      const ok = okRuns(outcomes) as BroadcastRun[];
-      return figureOf(spec.name, s, flags, {
-        msgsPerS: median(ok.map((r) => r.msgs_per_s)),
-        serverCorePct: s.serverCorePct,
-        serverCoreIrqPct: s.serverCoreIrqPct,
-        serverRssMiB: s.serverRssMiB,
-        deliveriesPerRead: median(ok.filter((r) => r.reads > 0).map((r) => r.deliveries / r.reads)),
-      });
-    });
-    const result: CaseResult = {
-      id: c.id,
-      label: c.label,
-      metric: { name: "deliveries/s", higherIsBetter: true },
-      figures,
-      runs: byServer,
-    };
-    results.push(result);
-    for (const spec of ratioSpecs(specs)) {
-      const ratio = ratioOf("broadcast", result, figures, byServer, spec, (run) =>
-        (run as BroadcastOutcome).ok ? (run as BroadcastRun).deliveries_per_s : Number.NaN,
-      );
-      if (ratio) ratios.push(ratio);
-    }
-  }
+  const totals = { warnings: [] as string[], ratios: [] as Ratio[], failed: false };
+  const results = cases.map((c) =>
+    caseResult(
+      c,
+      specs,
+      outcomes.get(c.id)!,
+      {
+        suite: "broadcast",
+        metric: { name: "deliveries/s", higherIsBetter: true },
+        figure: (run) => run.deliveries_per_s,
+        work: (run) => run.deliveries,
+        check: { rounds: opts.rounds, busy: "core" },
+        extra: (ok, s) => ({
+          msgsPerS: median(ok.map((r) => r.msgs_per_s)),
+          serverCorePct: s.serverCorePct,
+          serverCoreIrqPct: s.serverCoreIrqPct,
+          serverRssMiB: s.serverRssMiB,
+          deliveriesPerRead: median(
+            ok.filter((r) => r.reads > 0).map((r) => r.deliveries / r.reads),
+          ),
+        }),
+        ratios: ratioSpecs(specs),
+        warningLabel: c.label,
+      },
+      totals,
+    ),
+  );
+  const { warnings, ratios, failed } = totals;
 
   for (const result of results) {
     const rows = [

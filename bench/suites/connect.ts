@@ -12,35 +12,17 @@
 import { formatFixed, formatPct, formatRate, table } from "../lib/format.js";
 import { type Outcome, runGenerator } from "../lib/generator.js";
 import type { Placement } from "../lib/machine.js";
+import { caseResult, measureCases } from "../lib/measure.js";
 import { intFlag } from "../lib/options.js";
-import type {
-  CaseResult,
-  Figure,
-  Ratio,
-  SharedOptions,
-  Suite,
-  SuiteContext,
-  SuiteResult,
-} from "../lib/result.js";
+import type { Ratio, SharedOptions, Suite, SuiteContext, SuiteResult } from "../lib/result.js";
+import { peerSpecs, type RunningServer, type ServerSpec, switchboardSpecs } from "../lib/server.js";
 import {
-  peerSpecs,
-  type RunningServer,
-  roundRobin,
-  type ServerSpec,
-  switchboardSpecs,
-} from "../lib/server.js";
-import {
-  check,
   compareServers,
   cpuNote,
-  figureOf,
   median,
-  okRuns,
   type RatioSpec,
-  ratioOf,
   ratioTable,
   ratioWarnings,
-  summarize,
   type WindowFields,
 } from "../lib/stats.js";
 
@@ -77,7 +59,6 @@ interface ConnectLine extends WindowFields {
 }
 
 type ConnectOutcome = Outcome<ConnectLine>;
-type ConnectRun = Extract<ConnectOutcome, { ok: true }>;
 
 function serverSpecs(shared: SharedOptions, uws: boolean): ServerSpec[] {
   // Services here run on the I/O thread or in a worker; "process" is not measured.
@@ -150,57 +131,40 @@ export async function runConnectSuite(
   );
   ctx.log(`servers: ${specs.map((s) => s.name).join(", ")}`);
 
-  const runs: Record<string, ConnectOutcome[]> = Object.fromEntries(
-    specs.map((s) => [s.name, [] as ConnectOutcome[]]),
+  const outcomes = await measureCases(
+    ctx,
+    specs,
+    [c],
+    { rounds: opts.rounds, pauseMs: opts.pauseMs, labelInLog: false },
+    (_c, server) => runConnect(binary, server, opts, ctx.where),
+    (run) =>
+      `${formatRate(run.handshakes_per_s)} handshakes/s, ` +
+      `p50 ${formatFixed(run.latency_p50_ms, 1)} ms ${cpuNote(run, true)}`,
   );
-  const servers = await ctx.servers.start(specs);
-  try {
-    await roundRobin(opts.rounds, [c], servers, opts.pauseMs, async (round, _c, server) => {
-      const outcome = await runConnect(binary, server, opts, ctx.where);
-      runs[server.spec.name].push(outcome);
-      const shown = outcome.ok
-        ? `${formatRate(outcome.handshakes_per_s)} handshakes/s, ` +
-          `p50 ${formatFixed(outcome.latency_p50_ms, 1)} ms ${cpuNote(outcome, true)}`
-        : `error: ${outcome.error}`;
-      ctx.log(`  round ${round + 1}/${opts.rounds}  ${server.spec.name.padEnd(20)} ${shown}`);
-    });
-  } finally {
-    await ctx.servers.release(servers);
-  }
 
-  const warnings: string[] = [];
-  let failed = false;
-  const figures: Figure[] = specs.map((spec) => {
-    const outcomes = runs[spec.name];
-    const s = summarize(
-      outcomes,
-      (run) => run.handshakes_per_s,
-      (run) => run.handshakes,
-    );
-    const { flags, warnings: w } = check(spec.name, s, { rounds: opts.rounds, busy: "core" });
-    if (s.errors.length > 0) failed = true;
-    warnings.push(...w);
-    const ok = okRuns(outcomes) as ConnectRun[];
-    return figureOf(spec.name, s, flags, {
-      upgradeP50Ms: median(ok.map((r) => r.upgrade_p50_ms)),
-      serverCorePct: s.serverCorePct,
-      serverCoreIrqPct: s.serverCoreIrqPct,
-      serverRssMiB: s.serverRssMiB,
-    });
-  });
-  const result: CaseResult = {
-    id: c.id,
-    label: c.label,
-    metric: { name: "handshakes/s", higherIsBetter: true },
-    figures,
-    runs,
-  };
-  const ratios: Ratio[] = ratioSpecs(specs).flatMap((spec) => {
-    const ratio = ratioOf("connect", result, figures, runs, spec, (run) =>
-      (run as ConnectOutcome).ok ? (run as ConnectRun).handshakes_per_s : Number.NaN,
-    );
-    return ratio ? [ratio] : [];
-  });
+  const totals = { warnings: [] as string[], ratios: [] as Ratio[], failed: false };
+  const result = caseResult(
+    c,
+    specs,
+    outcomes.get(c.id)!,
+    {
+      suite: "connect",
+      metric: { name: "handshakes/s", higherIsBetter: true },
+      figure: (run) => run.handshakes_per_s,
+      work: (run) => run.handshakes,
+      check: { rounds: opts.rounds, busy: "core" },
+      extra: (ok, s) => ({
+        upgradeP50Ms: median(ok.map((r) => r.upgrade_p50_ms)),
+        serverCorePct: s.serverCorePct,
+        serverCoreIrqPct: s.serverCoreIrqPct,
+        serverRssMiB: s.serverRssMiB,
+      }),
+      ratios: ratioSpecs(specs),
+    },
+    totals,
+  );
+  const { warnings, ratios, failed } = totals;
+  const figures = result.figures;
 
   const rows = [
     [

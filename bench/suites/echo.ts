@@ -12,10 +12,9 @@
 import { formatFixed, formatMs, formatPct, formatRate, sizeLabel, table } from "../lib/format.js";
 import { type Outcome, runGenerator } from "../lib/generator.js";
 import type { Placement } from "../lib/machine.js";
+import { caseResult, measureCases } from "../lib/measure.js";
 import { intFlag, intsFlag, switchFlag } from "../lib/options.js";
 import type {
-  CaseResult,
-  Figure,
   FlagValues,
   Ratio,
   SharedOptions,
@@ -26,23 +25,17 @@ import type {
 import {
   peerSpecs,
   type RunningServer,
-  roundRobin,
   type ServerSpec,
   serverScript,
   switchboardSpecs,
 } from "../lib/server.js";
 import {
-  check,
   compareServers,
   cpuNote,
-  figureOf,
   median,
-  okRuns,
   type RatioSpec,
-  ratioOf,
   ratioTable,
   ratioWarnings,
-  summarize,
   type WindowFields,
 } from "../lib/stats.js";
 
@@ -90,7 +83,6 @@ interface EchoLine extends WindowFields {
 }
 
 type EchoOutcome = Outcome<EchoLine>;
-type EchoRun = Extract<EchoOutcome, { ok: true }>;
 
 interface Case {
   id: string;
@@ -228,71 +220,43 @@ export async function runEchoSuite(
   ctx.log(`servers: ${specs.map((s) => s.name).join(", ")}`);
   for (const notice of notices) ctx.log(`notice: ${notice}`);
 
-  const runs = new Map<string, Record<string, EchoOutcome[]>>(
-    cases.map((c) => [c.id, Object.fromEntries(specs.map((s) => [s.name, [] as EchoOutcome[]]))]),
+  const outcomes = await measureCases(
+    ctx,
+    specs,
+    cases,
+    opts,
+    (c, server) => runEcho(binary, server, c, opts, ctx.where),
+    (run) =>
+      `${formatRate(run.msgs_per_s)} msg/s, p50 ${formatMs(run.latency_p50_ms)} ms ` +
+      cpuNote(run, false),
   );
-  const servers = await ctx.servers.start(specs);
-  try {
-    const labelWidth = Math.max(...cases.map((c) => c.label.length));
-    await roundRobin(opts.rounds, cases, servers, opts.pauseMs, async (round, c, server) => {
-      const outcome = await runEcho(binary, server, c, opts, ctx.where);
-      runs.get(c.id)![server.spec.name].push(outcome);
-      const shown = outcome.ok
-        ? `${formatRate(outcome.msgs_per_s)} msg/s, p50 ${formatMs(outcome.latency_p50_ms)} ms ` +
-          cpuNote(outcome, false)
-        : `error: ${outcome.error}`;
-      ctx.log(
-        `  round ${round + 1}/${opts.rounds}  ${c.label.padEnd(labelWidth)}  ` +
-          `${server.spec.name.padEnd(18)} ${shown}`,
-      );
-    });
-  } finally {
-    await ctx.servers.release(servers);
-  }
 
-  const warnings: string[] = [];
-  let failed = false;
-  const results: CaseResult[] = [];
-  const ratios: Ratio[] = [];
-  for (const c of cases) {
-    const byServer = runs.get(c.id)!;
-    const figures: Figure[] = specs.map((spec) => {
-      const outcomes = byServer[spec.name];
-      const s = summarize(
-        outcomes,
-        (run) => run.msgs_per_s,
-        (run) => run.messages,
-      );
-      // With one message in flight the server waits for the generator by design: whether it
-      // was kept busy says nothing there.
-      const { flags, warnings: w } = check(`${c.label}, ${spec.name}`, s, {
-        rounds: opts.rounds,
-        busy: c.inflight > 1 ? "process" : "none",
-      });
-      if (s.errors.length > 0) failed = true;
-      warnings.push(...w);
-      const ok = okRuns(outcomes) as EchoRun[];
-      return figureOf(spec.name, s, flags, {
-        echoesPerRead: median(ok.filter((r) => r.reads > 0).map((r) => r.messages / r.reads)),
-        wireBytesPerMessage: median(ok.map((r) => r.wire_bytes_in_per_s / r.msgs_per_s)),
-        serverRssMiB: s.serverRssMiB,
-      });
-    });
-    const result: CaseResult = {
-      id: c.id,
-      label: c.label,
-      metric: { name: "msg/s", higherIsBetter: true },
-      figures,
-      runs: byServer,
-    };
-    results.push(result);
-    for (const spec of ratioSpecs(specs, c, opts)) {
-      const ratio = ratioOf(id, result, figures, byServer, spec, (run) =>
-        (run as EchoOutcome).ok ? (run as EchoRun).msgs_per_s : Number.NaN,
-      );
-      if (ratio) ratios.push(ratio);
-    }
-  }
+  const totals = { warnings: [] as string[], ratios: [] as Ratio[], failed: false };
+  const results = cases.map((c) =>
+    caseResult(
+      c,
+      specs,
+      outcomes.get(c.id)!,
+      {
+        suite: id,
+        metric: { name: "msg/s", higherIsBetter: true },
+        figure: (run) => run.msgs_per_s,
+        work: (run) => run.messages,
+        // With one message in flight the server waits for the generator by design: whether it
+        // was kept busy says nothing there.
+        check: { rounds: opts.rounds, busy: c.inflight > 1 ? "process" : "none" },
+        extra: (ok, s) => ({
+          echoesPerRead: median(ok.filter((r) => r.reads > 0).map((r) => r.messages / r.reads)),
+          wireBytesPerMessage: median(ok.map((r) => r.wire_bytes_in_per_s / r.msgs_per_s)),
+          serverRssMiB: s.serverRssMiB,
+        }),
+        ratios: ratioSpecs(specs, c, opts),
+        warningLabel: c.label,
+      },
+      totals,
+    ),
+  );
+  const { warnings, ratios, failed } = totals;
 
   for (const result of results) {
     const rows = [
