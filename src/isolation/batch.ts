@@ -11,13 +11,20 @@
  * A record is a small array whose first element is its kind. A payload field holds either a
  * Uint8Array (no copy) or the payload's [offset, length] in the batch's buffer.
  *
- * Across a thread (isolation "worker") the buffers are recycled: a multi-MiB buffer allocated
- * per batch costs an mmap, page faults on every first write, and external memory that drives
- * the garbage collector. So the side that read a batch hands its buffer back with one of its own
- * next batches (`Batch.returned`), once nothing refers to the bytes any more, and the writer on
- * the other side takes it from its pool for a later batch (BatchWriter#recycle, #giveBack).
- * Each direction of each runtime has its own pool: a buffer only ever carries the batches of
- * one service instance, one way.
+ * Across a thread (isolation "worker") the runtime's buffers are recycled: a multi-MiB buffer
+ * allocated per batch costs page faults on every first write and external memory that drives
+ * the garbage collector. The I/O thread hands the buffer of a runtime's batch back with one of
+ * its own next batches (`Batch.returned`) once no socket refers to the bytes any more, and the
+ * runtime's writer takes it from its pool for a later batch (BatchWriter#recycle, #giveBack).
+ * The other way round the runtime keeps what it receives: its messages are views into the
+ * buffer, which a hook may keep for as long as it likes, and copying every payload out so the
+ * buffer could go back cost more than a new buffer (a zero-filled 64 KiB slab and a copy per
+ * 16 messages of 4 KiB: 15% of the worker's CPU per message in the echo benchmark). A buffer
+ * only ever carries the batches of one service instance, one way.
+ *
+ * Buffers are allocated uninitialized (zero-filling a fresh MiB is a memset as long as the
+ * copies into it), so the writer itself makes sure that no byte it did not write crosses: the
+ * padding after each payload and a fresh buffer's unused tail are zeroed (BatchWriter#take).
  */
 
 /** Records from the I/O thread to a runtime. */
@@ -190,8 +197,7 @@ const INITIAL_BUFFER = 16 * 1024;
 const MAX_POOLED = 4;
 /**
  * A received buffer smaller than this is not handed back: a small buffer costs little to
- * allocate, less than copying its many small payloads out of it would (which handing it back
- * requires).
+ * allocate, less than keeping track of the sockets that still hold views of it.
  */
 const RECYCLE_MIN_BYTES = 256 * 1024;
 /**
@@ -238,6 +244,12 @@ export class BatchWriter {
   private payloadBytes = 0;
   private count = 0;
   private seq = 0;
+  /**
+   * Whether `buffer` came uninitialized from the allocator rather than from the pool: its bytes
+   * past `offset` are then the allocator's leftovers and are zeroed before it leaves. (A pooled
+   * buffer left once that way; past `offset` it holds only earlier batches of this writer.)
+   */
+  private fresh = false;
   /** Capacity to start the next batch with: what the last one needed, so it rarely grows. */
   private nextSize = INITIAL_BUFFER;
   /** Buffers of ours the other side is done with, ready for the next batches. */
@@ -365,6 +377,7 @@ export class BatchWriter {
     if (this.buffer !== null && this.offset > 0) {
       // Allocated here, never from Node's shared pool, so it can be transferred as it is.
       buffer = this.buffer.buffer as ArrayBuffer;
+      if (this.fresh) this.buffer.fill(0, this.offset);
       this.nextSize = Math.max(INITIAL_BUFFER, this.offset);
     }
     const transfer = buffer === null ? [] : [buffer];
@@ -385,22 +398,31 @@ export class BatchWriter {
     this.records = [];
     this.buffer = null;
     this.words = null;
+    this.fresh = false;
     this.offset = 0;
     this.payloadBytes = 0;
     this.count = 0;
     return { batch, transfer };
   }
 
-  /** Writes a payload at `at` (after a header) and returns its length. */
+  /**
+   * Writes a payload at `at` (after a header), zeroes its padding (the buffer may be
+   * uninitialized there) and returns its length.
+   */
   private writeBytes(at: number, payload: Uint8Array | string): number {
+    let length: number;
     if (typeof payload === "string") {
       // UTF-8 takes at most 3 bytes per UTF-16 code unit.
       this.reserve(at - this.offset + payload.length * 3 + 4);
-      return this.buffer!.write(payload, at, "utf8");
+      length = this.buffer!.write(payload, at, "utf8");
+    } else {
+      length = payload.byteLength;
+      this.reserve(at - this.offset + length + 4);
+      this.buffer!.set(payload, at);
     }
-    this.reserve(at - this.offset + payload.byteLength + 4);
-    this.buffer!.set(payload, at);
-    return payload.byteLength;
+    const buffer = this.buffer!;
+    for (let i = at + length, end = (i + 3) & ~3; i < end; i++) buffer[i] = 0;
+    return length;
   }
 
   private header(tag: number, flag: number, kind: number, id: number, length: number): void {
@@ -418,10 +440,13 @@ export class BatchWriter {
     if (this.buffer !== null && needed <= this.buffer.length) return;
     let size = this.buffer === null ? INITIAL_BUFFER : this.buffer.length * 2;
     while (size < needed) size *= 2;
-    const next = Buffer.from(this.allocate(size));
     const previous = this.buffer;
+    const previousFresh = this.fresh;
+    const next = Buffer.from(this.allocate(size));
     if (previous !== null) {
       previous.copy(next, 0, 0, this.offset);
+      // Into the pool with no leftovers of the allocator: it may leave with a later batch.
+      if (previousFresh) previous.fill(0, this.offset);
       this.recycle(previous.buffer);
     }
     this.buffer = next;
@@ -442,21 +467,20 @@ export class BatchWriter {
       const buffer = pool[best]!;
       pool[best] = pool[pool.length - 1]!;
       pool.pop();
+      this.fresh = false;
       return buffer;
     }
     // An ArrayBuffer of its own (never a slice of Buffer's shared pool, so it can be
-    // transferred), zero-filled: padding and the unused tail cross the boundary too, and must
-    // not carry leftovers of other connections' data. A recycled buffer does carry leftovers,
-    // but only of earlier batches of the same instance in the same direction: bytes the reader
-    // already had, and never reads (it reads records, not padding or the tail).
+    // transferred), uninitialized: the writer zeroes what it does not write (see `fresh`).
     this.allocations++;
-    return new ArrayBuffer(size);
+    this.fresh = true;
+    return Buffer.allocUnsafeSlow(size).buffer as ArrayBuffer;
   }
 }
 
 /**
- * Whether the reader of a batch should hand its buffer back (BatchWriter#giveBack) once done,
- * copying out the payloads it keeps: where the transport recycles, for a batch large enough.
+ * Whether the I/O thread should hand the buffer of a runtime's batch back (BatchWriter#giveBack)
+ * once no socket refers to its bytes: where the transport recycles, for a batch large enough.
  */
 export function worthRecycling(batch: Batch, recycles: boolean): boolean {
   return recycles && batch.buffer !== null && (batch.length ?? 0) >= RECYCLE_MIN_BYTES;
@@ -544,38 +568,4 @@ export function payloadOf(batch: Batch, field: unknown): Buffer {
   }
   const [offset, length] = field as readonly [number, number];
   return Buffer.from(batch.buffer!, offset, length);
-}
-
-/** Slabs that copied payloads are carved from. */
-const SLAB_BYTES = 64 * 1024;
-/** Payloads above this get memory of their own rather than a piece of a slab. */
-const SLAB_MAX_PAYLOAD = 8 * 1024;
-
-/**
- * Copies payloads out of a batch buffer that is about to be recycled, into memory the reader
- * owns. Small payloads are carved from 64 KiB slabs (one allocation for many messages, as
- * Node's own Buffer pool does, but zero-filled, so a slab never shows stale memory); a payload
- * kept alive keeps at most its slab, not a multi-MiB batch buffer.
- */
-export class PayloadCopier {
-  private slab: ArrayBuffer | null = null;
-  private used = 0;
-
-  copy(payload: Uint8Array): Buffer {
-    const length = payload.byteLength;
-    if (length > SLAB_MAX_PAYLOAD) {
-      const own = Buffer.allocUnsafeSlow(length);
-      own.set(payload);
-      return own;
-    }
-    if (this.slab === null || this.used + length > SLAB_BYTES) {
-      this.slab = new ArrayBuffer(SLAB_BYTES);
-      this.used = 0;
-    }
-    const copy = Buffer.from(this.slab, this.used, length);
-    copy.set(payload);
-    // 8-byte aligned, as Node aligns its pool: a view as a Float64Array stays possible.
-    this.used = (this.used + length + 7) & ~7;
-    return copy;
-  }
 }

@@ -8,13 +8,11 @@ import {
   errorInfo,
   type LoadedInfo,
   type OpenInfo,
-  PayloadCopier,
   readBatch,
   type SnapshotInfo,
   type StartInfo,
   type UpgradeDecision,
   type UpgradeRequestInfo,
-  worthRecycling,
 } from "../isolation/batch.js";
 import type { RuntimeChannel } from "../isolation/transport.js";
 import type { Logger } from "../server/logger.js";
@@ -270,10 +268,6 @@ function toBytes(data: SendData): Uint8Array {
 
 export class ServiceRuntime {
   private readonly writer: BatchWriter;
-  /** Where batch buffers are recycled: payloads are copied out before the buffer goes back. */
-  private readonly copier: PayloadCopier | null;
-  /** While a batch whose buffer goes back is read (its payloads must be copied). */
-  private copying = false;
   private hooks: ServiceHooks<unknown, unknown> = {};
   private config: ResolvedServiceConfig | null = null;
   private readonly clients = new Map<string, RuntimeClient<unknown>>();
@@ -293,7 +287,6 @@ export class ServiceRuntime {
     name: string,
   ) {
     this.writer = new BatchWriter(channel.packs, channel.recycles);
-    this.copier = channel.recycles ? new PayloadCopier() : null;
     this.logger = this.makeLogger();
     const runtime = this;
     this.context = {
@@ -430,21 +423,16 @@ export class ServiceRuntime {
   private handle(batch: Batch): void {
     const returned = batch.returned;
     if (returned !== undefined) for (const buffer of returned) this.writer.recycle(buffer);
-    const recycled = this.copier !== null && worthRecycling(batch, true);
-    this.copying = recycled;
-    try {
-      readBatch(batch, this.onMessage, (record) => {
-        try {
-          this.dispatch(record);
-        } catch (error) {
-          this.logger.error({ err: error }, "event dispatch failed");
-        }
-      });
-    } finally {
-      this.copying = false;
-    }
-    // Every payload was copied (onMessage) and events carry no others: the buffer can go back.
-    if (recycled) this.writer.giveBack(batch.buffer);
+    // A received buffer is never handed back: messages are views into it, and a hook may keep
+    // one (or its bytes) for as long as it likes. The garbage collector frees it once none is
+    // kept; copying every payload out so the buffer could go back cost more (batch.ts).
+    readBatch(batch, this.onMessage, (record) => {
+      try {
+        this.dispatch(record);
+      } catch (error) {
+        this.logger.error({ err: error }, "event dispatch failed");
+      }
+    });
     this.lastHandled = batch.seq;
     // Answer in one batch per batch received, empty or not: the acknowledgement rides along.
     this.flush(true);
@@ -455,10 +443,7 @@ export class ServiceRuntime {
     if (kind !== Event.Message) return;
     const client = this.byWireId.get(id);
     if (client === undefined) return;
-    // A hook may keep the message, or its bytes, for as long as it likes: never a view into a
-    // buffer that is recycled once the batch is handled.
-    const bytes = this.copying ? this.copier!.copy(payload) : payload;
-    const message = new Message(bytes, flag === 1);
+    const message = new Message(payload, flag === 1);
     const hook = this.hooks.message;
     if (hook === undefined) {
       client.deliver(message);

@@ -19,6 +19,9 @@ import type {
 } from "../../src/isolation/transport.js";
 import type { ResolvedServiceConfig } from "../../src/services/config.js";
 
+/** Marks the end of a buffer handed back to the runtime (see `reused`). */
+const REUSE_STAMP = 0x5eed_ba7c;
+
 export interface Received {
   batch: Batch;
   /**
@@ -80,6 +83,9 @@ export class RuntimeHarness {
   lastPosted: Batch | null = null;
   exit: TransportExit | null = null;
   exitCalls = 0;
+  /** Buffers of the runtime's batches handed back to it, and batches that came in one again. */
+  stamps = 0;
+  reused = 0;
   /** How many batches had arrived when the exit was reported. */
   batchesBeforeExit = -1;
   private readonly waiters = new Set<() => void>();
@@ -96,6 +102,10 @@ export class RuntimeHarness {
       {
         batch: (batch) => {
           if (recycle) for (const buffer of batch.returned ?? []) this.writer.recycle(buffer);
+          const buffer = batch.buffer;
+          if (buffer !== null && buffer.byteLength >= 8) {
+            if (new Uint32Array(buffer, buffer.byteLength - 8, 1)[0] === REUSE_STAMP) this.reused++;
+          }
           const reused = recycle && worthRecycling(batch, this.transport.recycles);
           const records: Received[] = [];
           readBatch(
@@ -117,7 +127,13 @@ export class RuntimeHarness {
                 hot: false,
               }),
           );
-          if (reused) this.writer.giveBack(batch.buffer);
+          if (reused) {
+            // Stamps the end of the buffer (past any batch the runtime writes into it, unless
+            // one fills it to the last byte), so a later batch shows whether it came in it.
+            const buffer = batch.buffer!;
+            new Uint32Array(buffer, buffer.byteLength - 8, 2).set([REUSE_STAMP, ++this.stamps]);
+            this.writer.giveBack(buffer);
+          }
           this.arrivals.push({ batch, postedBefore: this.posted, records });
           this.wake();
         },
