@@ -218,13 +218,38 @@ const MAX_POOLED_BYTES = 16 * 1024 * 1024;
  * id, length] — followed by `length` bytes, padded to 4 so the next header stays aligned:
  *   HOT   a hot record: kind, client id, flag (isBinary), the payload;
  *   COLD  the next entry of `records` goes here, so hot and other records keep their order;
- *   BLOB  payload bytes of a cold record, which points at them as [offset, length].
+ *   BLOB  payload bytes of a cold record, which points at them as [offset, length];
+ *   FORWARD  a hot record whose payload is one the reader sent and kept (HotFlag.Kept): the
+ *         length word holds the payload's ordinal among the kept ones of its batch, and one
+ *         more word the seq of that batch. An echo or relay of a large message crosses back as
+ *         16 bytes, and the I/O thread sends the bytes it received.
  * Unpacked (isolation "main"), a hot record is an array [HOT_RECORD, kind, id, flag, payload].
  */
 const TAG_HOT = 1;
 const TAG_COLD = 2;
 const TAG_BLOB = 3;
+const TAG_FORWARD = 4;
 const HEADER = 12;
+/** A forward entry: the header (its length word holds the ordinal) and the batch's seq. */
+const FORWARD_ENTRY = HEADER + 4;
+
+/** Flag bits of a hot record. */
+export const HotFlag = {
+  /** The message is binary (else text). */
+  Binary: 1,
+  /**
+   * A message in whose payload the I/O thread keeps until the runtime acknowledges its batch:
+   * the runtime may send it back as a forward (its batch's seq and its ordinal among the
+   * batch's kept payloads) instead of the bytes.
+   */
+  Kept: 2,
+} as const;
+
+/**
+ * Payloads from this size up are kept for forwarding. Below it a copy into the batch costs
+ * about what keeping it does (a list entry per message, a lookup on the way back).
+ */
+export const KEEP_MIN_BYTES = 1024;
 
 /** Marks a hot record in an unpacked batch's `records`. */
 export const HOT_RECORD = -1;
@@ -257,6 +282,10 @@ export class BatchWriter {
   /** Buffers of the other side's batches that we are done with, to hand back. */
   private returns: ArrayBuffer[] = [];
   private allocations = 0;
+  /** Payloads kept (HotFlag.Kept) in the batch being gathered, in order. */
+  private keeping: Buffer[] = [];
+  /** Kept payloads of posted batches, by seq, until the other side acknowledges them. */
+  private readonly kept = new Map<number, Buffer[]>();
 
   constructor(
     private readonly pack: boolean,
@@ -349,6 +378,50 @@ export class BatchWriter {
     this.payloadBytes += length;
   }
 
+  /**
+   * Adds a message in (on the I/O thread), keeping its payload for a forward back when it is
+   * large enough and the batch is packed; the flag then says so (HotFlag.Kept).
+   */
+  addMessage(id: number, flag: number, payload: Buffer, kind: number): void {
+    if (this.pack && payload.length >= KEEP_MIN_BYTES) {
+      this.keeping.push(payload);
+      flag |= HotFlag.Kept;
+    }
+    this.addHot(kind, id, flag, payload);
+  }
+
+  /**
+   * Adds a send out whose payload is the `ordinal`-th kept payload of the other side's batch
+   * `seq`: only while that batch is not yet acknowledged (the reader must still have it).
+   */
+  addForward(kind: number, id: number, flag: number, seq: number, ordinal: number): void {
+    this.count++;
+    if (this.buffer === null) this.startStream();
+    if (this.offset + FORWARD_ENTRY > this.buffer!.length) this.reserve(FORWARD_ENTRY);
+    this.header(TAG_FORWARD, flag, kind, id, ordinal);
+    this.words![(this.offset >>> 2) + 3] = seq;
+    this.offset += FORWARD_ENTRY;
+  }
+
+  /** The `ordinal`-th payload kept in batch `seq`, if it is still kept. */
+  keptPayload(seq: number, ordinal: number): Buffer | undefined {
+    return this.kept.get(seq)?.[ordinal];
+  }
+
+  /** Lets go of the payloads kept for batches up to `ack`, which the other side has handled. */
+  acknowledged(ack: number): void {
+    if (this.kept.size === 0) return;
+    for (const seq of this.kept.keys()) {
+      if (seq > ack) break;
+      this.kept.delete(seq);
+    }
+  }
+
+  /** Batches whose payloads are kept (for tests and diagnostics). */
+  get keptBatches(): number {
+    return this.kept.size;
+  }
+
   /** Adds a record whose last element is the payload. */
   addWithPayload(head: readonly unknown[], payload: Uint8Array | string): void {
     if (!this.pack) {
@@ -387,8 +460,13 @@ export class BatchWriter {
       this.returns = [];
       for (const spent of returned) transfer.push(spent);
     }
+    const seq = ++this.seq;
+    if (this.keeping.length > 0) {
+      this.kept.set(seq, this.keeping);
+      this.keeping = [];
+    }
     const batch: Batch = {
-      seq: ++this.seq,
+      seq,
       ack,
       records: this.records,
       buffer,
@@ -505,12 +583,15 @@ function pad(length: number): number {
 /**
  * Reads a received batch in order: hot records go to `hot` with their payload as a view (no
  * copy), the others to `cold`. Where buffers are recycled, a view is valid only until the
- * batch's buffer is given back: copy what must outlive that.
+ * batch's buffer is given back: copy what must outlive that. A forward's payload is what
+ * `forwarded` finds for it (BatchWriter#keptPayload of the reader's writer); one it does not
+ * find is skipped.
  */
 export function readBatch(
   batch: Batch,
   hot: (kind: number, id: number, flag: number, payload: Buffer) => void,
   cold: (record: BatchRecord) => void,
+  forwarded?: (seq: number, ordinal: number) => Buffer | undefined,
 ): void {
   const records = batch.records;
   if (batch.buffer === null) {
@@ -551,6 +632,10 @@ export function readBatch(
     } else if (tag === TAG_COLD) {
       cold(records[next++]!);
       offset += HEADER;
+    } else if (tag === TAG_FORWARD) {
+      const payload = forwarded?.(words[word + 3]!, length);
+      if (payload !== undefined) hot(head >>> 16, words[word + 1]!, (head >>> 8) & 0xff, payload);
+      offset += FORWARD_ENTRY;
     } else {
       offset += pad(length);
     }

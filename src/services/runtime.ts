@@ -6,6 +6,7 @@ import {
   type ErrorInfo,
   Event,
   errorInfo,
+  HotFlag,
   type LoadedInfo,
   type OpenInfo,
   readBatch,
@@ -56,12 +57,32 @@ const MAX_RECENT = 10_000;
 
 class Message implements ServiceMessage {
   private decoded: string | null = null;
+  /** bytes() was called: the caller may have changed them, so a forward would be wrong. */
+  private exposed = false;
   constructor(
     private readonly payload: Buffer,
     readonly isBinary: boolean,
+    /** The batch it came in, and its ordinal among the batch's kept payloads (-1: not kept). */
+    private readonly seq = 0,
+    private readonly ordinal = -1,
   ) {}
   bytes(): Uint8Array {
+    this.exposed = true;
     return this.payload;
+  }
+  /**
+   * Whether the I/O thread still has this message's bytes as it received them: kept, from the
+   * batch `handling`, and not handed out by bytes().
+   */
+  forwardable(handling: number): boolean {
+    return this.ordinal >= 0 && this.seq === handling && !this.exposed;
+  }
+  /** The forward's reference to it, for BatchWriter#addForward. */
+  forwardSeq(): number {
+    return this.seq;
+  }
+  forwardOrdinal(): number {
+    return this.ordinal;
   }
   text(): string {
     this.decoded ??= this.payload.toString("utf8");
@@ -277,6 +298,10 @@ export class ServiceRuntime {
   private readonly requests = new Map<number, (value: unknown) => void>();
   private nextRequest = 1;
   private lastHandled = 0;
+  /** Seq of the batch being read (0 between batches): its kept payloads may be forwarded. */
+  private handlingSeq = 0;
+  /** Kept payloads (HotFlag.Kept) seen so far in that batch. */
+  private keptSeen = 0;
   private flushScheduled = false;
   private stopping = false;
   readonly logger: Logger;
@@ -389,7 +414,23 @@ export class ServiceRuntime {
 
   /** Send and Broadcast: the hot path out. */
   commandHot(kind: number, id: number, data: SendData, options?: SendOptions): void {
-    this.writer.addHot(kind, id, sendFlag(data, options), sendPayload(data));
+    if (
+      data instanceof Message &&
+      options?.binary === undefined &&
+      data.forwardable(this.handlingSeq)
+    ) {
+      // The message as received, while its batch is not yet acknowledged: the I/O thread still
+      // has the bytes, so only a reference crosses back.
+      this.writer.addForward(
+        kind,
+        id,
+        data.isBinary ? 1 : 0,
+        data.forwardSeq(),
+        data.forwardOrdinal(),
+      );
+    } else {
+      this.writer.addHot(kind, id, sendFlag(data, options), sendPayload(data));
+    }
     // A full batch goes at once, as on the I/O thread.
     if (this.writer.full) this.post(false);
     else if (!this.flushScheduled) this.scheduleFlush();
@@ -426,13 +467,21 @@ export class ServiceRuntime {
     // A received buffer is never handed back: messages are views into it, and a hook may keep
     // one (or its bytes) for as long as it likes. The garbage collector frees it once none is
     // kept; copying every payload out so the buffer could go back cost more (batch.ts).
-    readBatch(batch, this.onMessage, (record) => {
-      try {
-        this.dispatch(record);
-      } catch (error) {
-        this.logger.error({ err: error }, "event dispatch failed");
-      }
-    });
+    this.handlingSeq = batch.seq;
+    this.keptSeen = 0;
+    try {
+      readBatch(batch, this.onMessage, (record) => {
+        try {
+          this.dispatch(record);
+        } catch (error) {
+          this.logger.error({ err: error }, "event dispatch failed");
+        }
+      });
+    } finally {
+      // Hooks that run later (async, queued) send copies: the acknowledgement below lets the
+      // I/O thread drop the kept payloads.
+      this.handlingSeq = 0;
+    }
     this.lastHandled = batch.seq;
     // Answer in one batch per batch received, empty or not: the acknowledgement rides along.
     this.flush(true);
@@ -443,7 +492,10 @@ export class ServiceRuntime {
     if (kind !== Event.Message) return;
     const client = this.byWireId.get(id);
     if (client === undefined) return;
-    const message = new Message(payload, flag === 1);
+    const message =
+      (flag & HotFlag.Kept) === 0
+        ? new Message(payload, flag === HotFlag.Binary)
+        : new Message(payload, (flag & HotFlag.Binary) !== 0, this.handlingSeq, this.keptSeen++);
     const hook = this.hooks.message;
     if (hook === undefined) {
       client.deliver(message);

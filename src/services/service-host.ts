@@ -593,7 +593,7 @@ export class ServiceHost {
       this.hold([HOT_RECORD, Event.Message, clientId, isBinary ? 1 : 0, payload], payload.length);
       return;
     }
-    instance.writer.addHot(Event.Message, clientId, isBinary ? 1 : 0, payload);
+    instance.writer.addMessage(clientId, isBinary ? 1 : 0, payload, Event.Message);
     // A full batch goes at once; the turn's later messages follow in the next one.
     if (instance.writer.full) this.sendGathered(instance);
     else if (!this.flushScheduled) this.scheduleFlush();
@@ -716,7 +716,20 @@ export class ServiceHost {
           this.logger.error({ service: this.name, err: error }, "a service command failed");
         }
       },
+      (seq, ordinal) => {
+        const payload = instance.writer.keptPayload(seq, ordinal);
+        if (payload === undefined) {
+          // The runtime forwards only while it handles the batch, before acknowledging it.
+          this.logger.error(
+            { service: this.name, seq, ordinal, ack: batch.ack },
+            "a forwarded message is no longer kept; dropped",
+          );
+        }
+        return payload;
+      },
     );
+    // Forwards in this batch are done: payloads of batches it acknowledges can go.
+    instance.writer.acknowledged(batch.ack);
     this.holders = null;
     if (holders !== null) this.release(instance, batch.buffer!, holders);
   }

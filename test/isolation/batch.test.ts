@@ -11,6 +11,7 @@ import {
   Command,
   Event,
   HOT_RECORD,
+  HotFlag,
   payloadOf,
   readBatch,
   worthRecycling,
@@ -637,5 +638,82 @@ describe("BatchWriter, packed: no byte it did not write leaves", () => {
     // Buffers were both allocated (dirty) and reused from the pool along the way.
     expect(writer.allocated).toBeGreaterThan(1);
     expect(writer.allocated).toBeLessThan(20);
+  });
+});
+
+describe("BatchWriter, kept payloads and forwards", () => {
+  const kept = (length: number, fill: number) => Buffer.alloc(length, fill);
+
+  it("keeps a packed message of 1 KiB and more, flags it, and resolves its forward", () => {
+    const io = new BatchWriter(true);
+    const runtime = new BatchWriter(true);
+    const large = kept(1024, 1);
+    const small = kept(1023, 2);
+    const other = kept(5000, 3);
+    io.addMessage(1, HotFlag.Binary, large, Event.Message);
+    io.addMessage(1, 0, small, Event.Message);
+    io.addMessage(2, 0, other, Event.Message);
+    const { batch } = take(io);
+    expect(io.keptBatches).toBe(1);
+    const flags = decode(batch).map((record) => record[3]);
+    expect(flags).toEqual([HotFlag.Binary | HotFlag.Kept, 0, HotFlag.Kept]);
+    // The runtime sends both kept ones back (in the other order) and the small one as bytes.
+    runtime.addForward(Command.Send, 2, 0, batch.seq, 1);
+    runtime.addHot(Command.Send, 1, 0, small);
+    runtime.addForward(Command.Broadcast, 0, 1, batch.seq, 0);
+    const back = take(runtime).batch;
+    const out: BatchRecord[] = [];
+    readBatch(
+      back,
+      (kind, id, flag, payload) => out.push([kind, id, flag, payload]),
+      () => {},
+      (seq, ordinal) => io.keptPayload(seq, ordinal),
+    );
+    expect(out).toHaveLength(3);
+    expect(out[0]!.slice(0, 3)).toEqual([Command.Send, 2, 0]);
+    // The very buffers it kept: nothing was copied.
+    expect(out[0]![3]).toBe(other);
+    expect(Buffer.compare(out[1]![3] as Buffer, small)).toBe(0);
+    expect(out[2]!.slice(0, 3)).toEqual([Command.Broadcast, 0, 1]);
+    expect(out[2]![3]).toBe(large);
+    // A forward entry is 16 bytes, whatever the payload's size.
+    expect(back.length).toBe(16 + 12 + ((1023 + 3) & ~3) + 16);
+  });
+
+  it("lets go of kept payloads once their batch is acknowledged, in order", () => {
+    const io = new BatchWriter(true);
+    const seqs: number[] = [];
+    for (let i = 0; i < 3; i++) {
+      io.addMessage(1, 0, kept(2048, i), Event.Message);
+      seqs.push(take(io).batch.seq);
+    }
+    io.addMessage(1, 0, kept(10, 9), Event.Message);
+    take(io); // nothing large: nothing kept for it
+    expect(io.keptBatches).toBe(3);
+    io.acknowledged(seqs[1]!);
+    expect(io.keptBatches).toBe(1);
+    expect(io.keptPayload(seqs[0]!, 0)).toBeUndefined();
+    expect(io.keptPayload(seqs[2]!, 0)![0]).toBe(2);
+    io.acknowledged(seqs[2]! + 5);
+    expect(io.keptBatches).toBe(0);
+  });
+
+  it("skips a forward whose payload is not kept, and keeps nothing unpacked", () => {
+    const runtime = new BatchWriter(true);
+    runtime.addForward(Command.Send, 1, 0, 7, 0);
+    runtime.addHot(Command.Send, 1, 0, "after");
+    const out: string[] = [];
+    readBatch(
+      take(runtime).batch,
+      (_kind, _id, _flag, payload) => out.push(payload.toString()),
+      () => {},
+      () => undefined,
+    );
+    expect(out).toEqual(["after"]);
+    const main = new BatchWriter(false);
+    main.addMessage(1, 0, kept(4096, 1), Event.Message);
+    const { batch } = take(main);
+    expect(main.keptBatches).toBe(0);
+    expect(batch.records[0]![3]).toBe(0);
   });
 });

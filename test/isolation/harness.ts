@@ -86,6 +86,8 @@ export class RuntimeHarness {
   /** Buffers of the runtime's batches handed back to it, and batches that came in one again. */
   stamps = 0;
   reused = 0;
+  /** Payloads the runtime sent back as forwards (the very buffers this side kept). */
+  readonly forwarded: Buffer[] = [];
   /** How many batches had arrived when the exit was reported. */
   batchesBeforeExit = -1;
   private readonly waiters = new Set<() => void>();
@@ -126,7 +128,14 @@ export class RuntimeHarness {
                     : record,
                 hot: false,
               }),
+            // As ServiceHost does: a forward is a payload this side kept for it.
+            (seq, ordinal) => {
+              const payload = this.writer.keptPayload(seq, ordinal);
+              if (payload !== undefined) this.forwarded.push(payload);
+              return payload;
+            },
           );
+          this.writer.acknowledged(batch.ack);
           if (reused) {
             // Stamps the end of the buffer (past any batch the runtime writes into it, unless
             // one fills it to the last byte), so a later batch shows whether it came in it.
@@ -229,8 +238,10 @@ export class RuntimeHarness {
   /** Posts one batch of messages (hot records) for a client; returns its seq. */
   message(clientId: number, ...payloads: Array<string | Uint8Array>): number {
     return this.post((writer) => {
+      // As ServiceHost does: a large one is kept for a forward back.
       for (const payload of payloads) {
-        writer.addHot(Event.Message, clientId, typeof payload === "string" ? 0 : 1, payload);
+        const bytes = typeof payload === "string" ? Buffer.from(payload) : Buffer.from(payload);
+        writer.addMessage(clientId, typeof payload === "string" ? 0 : 1, bytes, Event.Message);
       }
     });
   }

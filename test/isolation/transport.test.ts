@@ -567,6 +567,75 @@ describe.each(TRANSPORTS)("$name transport", ({ name, factory }) => {
     });
   });
 
+  // A message of 1 KiB and more is kept by the I/O thread until the runtime acknowledges its
+  // batch; sent back as it came while that batch is handled, it crosses as a forward (16 bytes)
+  // and the I/O thread sends the very bytes it kept. Main mode passes buffers by reference.
+  describe("messages sent back as received", () => {
+    const text = (how: string, length: number) => `${how}:${"x".repeat(length - how.length - 1)}`;
+    const sendsTo = (h: RuntimeHarness, clientId: number) =>
+      h
+        .records(Command.Send)
+        .filter(({ record }) => record[1] === clientId)
+        .map(({ record }) => [Buffer.from(record[3] as Buffer), record[2]] as const);
+
+    it("sends a large message back as a forward of the bytes kept, a small one as bytes", async () => {
+      const h = launch(fixture("forward.ts"));
+      await h.start();
+      h.postRecords([Event.Open, 1, openInfo()]);
+      const large = Buffer.alloc(4096, 7);
+      const small = Buffer.alloc(100, 9);
+      const echo = text("echo", 2048);
+      const seq = h.message(1, large, small, echo, Buffer.alloc(1024, 5));
+      const sends = await h.until(() => {
+        const all = sendsTo(h, 1);
+        return all.length >= 4 ? all : undefined;
+      }, "the echoes");
+      expect(sends).toEqual([
+        [large, 1],
+        [small, 1],
+        [Buffer.from(echo), 0],
+        [Buffer.alloc(1024, 5), 1],
+      ]);
+      expect(h.forwarded.map((payload) => payload.length)).toEqual(
+        isolated ? [4096, 2048, 1024] : [],
+      );
+      await h.waitAck(seq);
+      expect(h.writer.keptBatches).toBe(0);
+    });
+
+    it("forwards a broadcast of a message once, for every client", async () => {
+      const h = launch(fixture("forward.ts"));
+      await h.start();
+      h.postRecords([Event.Open, 1, openInfo()], [Event.Open, 2, openInfo()]);
+      const all = text("all", 3000);
+      h.message(1, all);
+      const { record } = await h.waitRecord(Command.Broadcast);
+      expect((record.at(-1) as Buffer).toString()).toBe(all);
+      expect(h.forwarded).toHaveLength(isolated ? 1 : 0);
+    });
+
+    it("sends bytes, not a forward, once they may differ from what was kept, or later", async () => {
+      const h = launch(fixture("forward.ts"));
+      await h.start();
+      h.postRecords([Event.Open, 1, openInfo()]);
+      const mutate = text("mutate", 2000);
+      const binary = text("binary", 2000);
+      const later = text("later", 2000);
+      h.message(1, mutate, binary, later);
+      const sends = await h.until(() => {
+        const got = sendsTo(h, 1);
+        return got.length >= 3 ? got : undefined;
+      }, "three answers");
+      expect(sends).toEqual([
+        [Buffer.from(`M${mutate.slice(1)}`), 0],
+        [Buffer.from(binary), 1],
+        [Buffer.from(later), 0],
+      ]);
+      expect(h.forwarded).toHaveLength(0);
+      expect(h.writer.keptBatches).toBe(0);
+    });
+  });
+
   describe("control", () => {
     it("answers Ping with a Pong of the same seq", async () => {
       const seq = shared.postRecords([Event.Ping, 4242]);
