@@ -516,8 +516,17 @@ export class BatchWriter {
   private reserve(length: number): void {
     const needed = this.offset + length;
     if (this.buffer !== null && needed <= this.buffer.length) return;
-    let size = this.buffer === null ? INITIAL_BUFFER : this.buffer.length * 2;
-    while (size < needed) size *= 2;
+    let size: number;
+    if (this.buffer === null) {
+      // A new batch starts with what the last one needed and an eighth more, in steps of
+      // INITIAL_BUFFER: a fresh buffer's unused tail is zeroed before it leaves, so a power of
+      // two here (up to twice the batch) would cost a memset of up to the batch's size.
+      const wanted = needed <= INITIAL_BUFFER ? needed : needed + (needed >>> 3);
+      size = Math.ceil(wanted / INITIAL_BUFFER) * INITIAL_BUFFER;
+    } else {
+      size = this.buffer.length * 2;
+      while (size < needed) size *= 2;
+    }
     const previous = this.buffer;
     const previousFresh = this.fresh;
     const next = Buffer.from(this.allocate(size));

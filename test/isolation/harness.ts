@@ -240,7 +240,12 @@ export class RuntimeHarness {
     return this.post((writer) => {
       // As ServiceHost does: a large one is kept for a forward back.
       for (const payload of payloads) {
-        const bytes = typeof payload === "string" ? Buffer.from(payload) : Buffer.from(payload);
+        const bytes =
+          typeof payload === "string"
+            ? Buffer.from(payload)
+            : Buffer.isBuffer(payload)
+              ? payload
+              : Buffer.from(payload.buffer, payload.byteOffset, payload.byteLength);
         writer.addMessage(clientId, typeof payload === "string" ? 0 : 1, bytes, Event.Message);
       }
     });
