@@ -15,6 +15,15 @@ import type {
  * as across a thread; nothing is copied or cloned. No isolation: a service that loops blocks
  * every connection of the server, and terminate() can only stop delivering to it.
  */
+/**
+ * Runs `task` in a microtask. A settled promise's reaction costs less than queueMicrotask, which
+ * makes an AsyncResource per call; the order is the same (one microtask queue).
+ */
+const settled = Promise.resolve();
+function inMicrotask(task: () => void): void {
+  void settled.then(task);
+}
+
 export function createMainTransport(spec: RuntimeSpec, events: TransportEvents): ServiceTransport {
   let toRuntime: ((batch: Batch) => void) | null = null;
   let ended = false;
@@ -23,7 +32,7 @@ export function createMainTransport(spec: RuntimeSpec, events: TransportEvents):
     if (exitQueued) return;
     exitQueued = true;
     // Batches the runtime posted before it ended are delivered first, as from a thread.
-    queueMicrotask(() => {
+    inMicrotask(() => {
       ended = true;
       events.exit({ reason, code });
     });
@@ -33,7 +42,7 @@ export function createMainTransport(spec: RuntimeSpec, events: TransportEvents):
     recycles: false,
     post(batch) {
       if (ended) return;
-      queueMicrotask(() => {
+      inMicrotask(() => {
         if (!ended) events.batch(batch);
       });
     },
@@ -53,7 +62,7 @@ export function createMainTransport(spec: RuntimeSpec, events: TransportEvents):
     recycles: false,
     post(batch) {
       if (ended) return;
-      queueMicrotask(() => {
+      inMicrotask(() => {
         if (!ended) toRuntime?.(batch);
       });
     },
