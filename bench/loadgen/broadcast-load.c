@@ -87,9 +87,7 @@ static const uint8_t PROBE[] = "probe";
 enum phase { PH_CONNECT, PH_JOIN, PH_WARMUP, PH_MEASURE, PH_DRAIN, PH_DONE };
 
 struct options {
-  const char *host;
-  int port;
-  const char *path;
+  struct target_options t;
   const char *publisher_query;
   int publishers;
   int topics;
@@ -101,9 +99,6 @@ struct options {
   int connect_timeout_ms;
   int stall_ms;
   int binary;
-  long server_pid;
-  int cpu;
-  int server_cpu;
 };
 
 struct conn {
@@ -316,15 +311,15 @@ static void on_message(struct conn *c, int opcode) {
 
 static void send_request(struct conn *c) {
   char path[1024];
-  char sep = strchr(opt.path, '?') ? '&' : '?';
+  char sep = strchr(opt.t.path, '?') ? '&' : '?';
   if (c->publisher && opt.topics > 1)
-    snprintf(path, sizeof path, "%s%c%s&topic=%d", opt.path, sep, opt.publisher_query, c->topic);
+    snprintf(path, sizeof path, "%s%c%s&topic=%d", opt.t.path, sep, opt.publisher_query, c->topic);
   else if (c->publisher)
-    snprintf(path, sizeof path, "%s%c%s", opt.path, sep, opt.publisher_query);
+    snprintf(path, sizeof path, "%s%c%s", opt.t.path, sep, opt.publisher_query);
   else if (opt.topics > 1)
-    snprintf(path, sizeof path, "%s%ctopic=%d", opt.path, sep, c->topic);
+    snprintf(path, sizeof path, "%s%ctopic=%d", opt.t.path, sep, c->topic);
   else
-    snprintf(path, sizeof path, "%s", opt.path);
+    snprintf(path, sizeof path, "%s", opt.t.path);
   send_upgrade(&c->ws, path, "");
 }
 
@@ -381,8 +376,7 @@ static void check_stall(uint64_t now) {
 }
 
 int main(int argc, char **argv) {
-  opt.host = "127.0.0.1";
-  opt.path = "/topic";
+  target_defaults(&opt.t, "/topic");
   opt.publisher_query = "role=publisher";
   opt.publishers = 1;
   opt.topics = 1;
@@ -393,16 +387,12 @@ int main(int argc, char **argv) {
   opt.duration_ms = 3000;
   opt.connect_timeout_ms = 20000;
   opt.stall_ms = 5000;
-  opt.cpu = -1;
-  opt.server_cpu = -1;
   for (int i = 1; i < argc; i++) {
     const char *a = argv[i];
     const char *v = i + 1 < argc ? argv[i + 1] : NULL;
     if (!strcmp(a, "--binary")) opt.binary = 1;
     else if (!v) usage();
-    else if (!strcmp(a, "--host")) opt.host = v, i++;
-    else if (!strcmp(a, "--port")) opt.port = (int)arg_long(v, 1, 65535), i++;
-    else if (!strcmp(a, "--path")) opt.path = v, i++;
+    else if (parse_target_option(&opt.t, a, v)) i++;
     else if (!strcmp(a, "--publisher-query")) opt.publisher_query = v, i++;
     else if (!strcmp(a, "--publishers"))
       opt.publishers = (int)arg_long(v, 1, MAX_PUBLISHERS), i++;
@@ -415,15 +405,12 @@ int main(int argc, char **argv) {
     else if (!strcmp(a, "--connect-timeout-ms"))
       opt.connect_timeout_ms = (int)arg_long(v, 1, 600000), i++;
     else if (!strcmp(a, "--stall-ms")) opt.stall_ms = (int)arg_long(v, 100, 600000), i++;
-    else if (!strcmp(a, "--server-pid")) opt.server_pid = arg_long(v, 1, 1L << 30), i++;
-    else if (!strcmp(a, "--cpu")) opt.cpu = (int)arg_long(v, 0, 1023), i++;
-    else if (!strcmp(a, "--server-cpu")) opt.server_cpu = (int)arg_long(v, 0, 1023), i++;
     else usage();
   }
   /* Every topic needs a publisher to probe and feed it and a subscriber to
    * complete its messages. */
-  if (!opt.port || opt.topics > opt.publishers || opt.topics > opt.subs) usage();
-  setup_process(opt.cpu);
+  if (!opt.t.port || opt.topics > opt.publishers || opt.topics > opt.subs) usage();
+  setup_process(opt.t.cpu);
   nconns = opt.publishers + opt.subs;
   struct rlimit nofile;
   if (getrlimit(RLIMIT_NOFILE, &nofile) == 0 && nofile.rlim_cur < (rlim_t)nconns + 16) {
@@ -434,7 +421,7 @@ int main(int argc, char **argv) {
       fail("%d connections need more open files than the limit of %llu", nconns,
            (unsigned long long)nofile.rlim_cur);
   }
-  setup_loop(opt.host, opt.port);
+  setup_loop(opt.t.host, opt.t.port);
 
   /* The payload: the publisher's number and the sequence number in hex, then
    * printable filler, so the message is valid UTF-8 and may go as text
@@ -528,10 +515,10 @@ int main(int argc, char **argv) {
         for (int i = opt.publishers; i < nconns; i++)
           conns[i].received_at_start = conns[i].received;
         for (int j = 0; j < opt.publishers; j++) pubs[j].completed_at_start = pubs[j].completed;
-        read_window_start(&start, opt.server_pid, opt.server_cpu);
+        read_window_start(&start, opt.t.server_pid, opt.t.server_cpu);
         deadline = start.t + opt.duration_ms / 1e3;
       } else if (phase == PH_MEASURE) {
-        read_window_end(&end, opt.server_pid, opt.server_cpu);
+        read_window_end(&end, opt.t.server_pid, opt.t.server_cpu);
         deliveries_end = total_deliveries;
         completed_end = completed_total;
         for (int i = opt.publishers; i < nconns; i++)

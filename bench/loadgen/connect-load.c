@@ -72,16 +72,11 @@ static const char *const STAGE_WAITS[] = {
 };
 
 struct options {
-  const char *host;
-  int port;
-  const char *path;
+  struct target_options t;
   int concurrency;
   int warmup_ms;
   int duration_ms;
   int timeout_ms;
-  long server_pid;
-  int server_cpu;
-  int cpu;
 };
 
 struct conn {
@@ -219,7 +214,7 @@ static void start_connection(struct conn *c) {
 }
 
 static void send_request(struct conn *c) {
-  write_upgrade(&c->ws, opt.path, c->key, "");
+  write_upgrade(&c->ws, opt.t.path, c->key, "");
   c->stage = ST_UPGRADING;
 }
 
@@ -355,34 +350,26 @@ static void usage(void) {
 }
 
 int main(int argc, char **argv) {
-  opt.host = "127.0.0.1";
-  opt.path = "/echo";
+  target_defaults(&opt.t, "/echo");
   opt.concurrency = 32;
   opt.warmup_ms = 1000;
   opt.duration_ms = 3000;
   opt.timeout_ms = 5000;
-  opt.server_cpu = -1;
-  opt.cpu = -1;
   for (int i = 1; i < argc; i++) {
     const char *a = argv[i];
     const char *v = i + 1 < argc ? argv[i + 1] : NULL;
     if (!v) usage();
-    else if (!strcmp(a, "--host")) opt.host = v, i++;
-    else if (!strcmp(a, "--port")) opt.port = (int)arg_long(v, 1, 65535), i++;
-    else if (!strcmp(a, "--path")) opt.path = v, i++;
+    else if (parse_target_option(&opt.t, a, v)) i++;
     else if (!strcmp(a, "--concurrency"))
       opt.concurrency = (int)arg_long(v, 1, MAX_CONCURRENCY), i++;
     else if (!strcmp(a, "--warmup-ms")) opt.warmup_ms = (int)arg_long(v, 0, 600000), i++;
     else if (!strcmp(a, "--duration-ms")) opt.duration_ms = (int)arg_long(v, 1, 600000), i++;
     else if (!strcmp(a, "--timeout-ms")) opt.timeout_ms = (int)arg_long(v, 1, 600000), i++;
-    else if (!strcmp(a, "--server-pid")) opt.server_pid = arg_long(v, 1, 1L << 30), i++;
-    else if (!strcmp(a, "--server-cpu")) opt.server_cpu = (int)arg_long(v, 0, 1023), i++;
-    else if (!strcmp(a, "--cpu")) opt.cpu = (int)arg_long(v, 0, 1023), i++;
     else usage();
   }
-  if (!opt.port) usage();
-  setup_process(opt.cpu);
-  setup_loop(opt.host, opt.port);
+  if (!opt.t.port) usage();
+  setup_process(opt.t.cpu);
+  setup_loop(opt.t.host, opt.t.port);
 
   /* The accept computation, checked against RFC 6455 section 1.3's example. */
   char sample[29];
@@ -419,10 +406,10 @@ int main(int argc, char **argv) {
     if (now >= deadline) {
       if (phase == PH_WARMUP) {
         phase = PH_MEASURE;
-        read_window_start(&start, opt.server_pid, opt.server_cpu);
+        read_window_start(&start, opt.t.server_pid, opt.t.server_cpu);
         deadline = start.t + opt.duration_ms / 1e3;
       } else if (phase == PH_MEASURE) {
-        read_window_end(&end, opt.server_pid, opt.server_cpu);
+        read_window_end(&end, opt.t.server_pid, opt.t.server_cpu);
         in_progress_at_end = in_progress;
         /* No new connections; those in progress must still end cleanly. */
         phase = PH_DRAIN;

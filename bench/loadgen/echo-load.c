@@ -49,9 +49,7 @@
 enum phase { PH_CONNECT, PH_WARMUP, PH_MEASURE, PH_DONE };
 
 struct options {
-  const char *host;
-  int port;
-  const char *path;
+  struct target_options t;
   int conns;
   int inflight;
   size_t size;
@@ -60,8 +58,6 @@ struct options {
   int connect_timeout_ms;
   int deflate;
   int binary;
-  long server_pid;
-  int cpu;
 };
 
 struct conn {
@@ -263,7 +259,7 @@ static void on_message(struct conn *c, int opcode) {
 static char negotiated[256];
 
 static void send_request(struct conn *c) {
-  send_upgrade(&c->ws, opt.path,
+  send_upgrade(&c->ws, opt.t.path,
                opt.deflate
                    ? "Sec-WebSocket-Extensions: permessage-deflate; client_max_window_bits\r\n"
                    : "");
@@ -317,29 +313,25 @@ static void usage(void) {
           "usage: echo-load --port N [--host 127.0.0.1] [--path /echo] [--conns 64]\n"
           "                 [--inflight 16] [--size 32] [--warmup-ms 1000]\n"
           "                 [--duration-ms 3000] [--connect-timeout-ms 10000]\n"
-          "                 [--deflate] [--binary] [--server-pid PID] [--cpu N]\n");
+          "                 [--deflate] [--binary] [--server-pid PID] [--server-cpu N] [--cpu N]\n");
   exit(2);
 }
 
 int main(int argc, char **argv) {
-  opt.host = "127.0.0.1";
-  opt.path = "/echo";
+  target_defaults(&opt.t, "/echo");
   opt.conns = 64;
   opt.inflight = 16;
   opt.size = 32;
   opt.warmup_ms = 1000;
   opt.duration_ms = 3000;
   opt.connect_timeout_ms = 10000;
-  opt.cpu = -1;
   for (int i = 1; i < argc; i++) {
     const char *a = argv[i];
     const char *v = i + 1 < argc ? argv[i + 1] : NULL;
     if (!strcmp(a, "--deflate")) opt.deflate = 1;
     else if (!strcmp(a, "--binary")) opt.binary = 1;
     else if (!v) usage();
-    else if (!strcmp(a, "--host")) opt.host = v, i++;
-    else if (!strcmp(a, "--port")) opt.port = (int)arg_long(v, 1, 65535), i++;
-    else if (!strcmp(a, "--path")) opt.path = v, i++;
+    else if (parse_target_option(&opt.t, a, v)) i++;
     else if (!strcmp(a, "--conns")) opt.conns = (int)arg_long(v, 1, 10000), i++;
     else if (!strcmp(a, "--inflight")) opt.inflight = (int)arg_long(v, 1, 4096), i++;
     else if (!strcmp(a, "--size")) opt.size = (size_t)arg_long(v, 0, 16 * 1024 * 1024), i++;
@@ -347,13 +339,11 @@ int main(int argc, char **argv) {
     else if (!strcmp(a, "--duration-ms")) opt.duration_ms = (int)arg_long(v, 1, 600000), i++;
     else if (!strcmp(a, "--connect-timeout-ms"))
       opt.connect_timeout_ms = (int)arg_long(v, 1, 600000), i++;
-    else if (!strcmp(a, "--server-pid")) opt.server_pid = arg_long(v, 1, 1L << 30), i++;
-    else if (!strcmp(a, "--cpu")) opt.cpu = (int)arg_long(v, 0, 1023), i++;
     else usage();
   }
-  if (!opt.port) usage();
-  setup_process(opt.cpu);
-  setup_loop(opt.host, opt.port);
+  if (!opt.t.port) usage();
+  setup_process(opt.t.cpu);
+  setup_loop(opt.t.host, opt.t.port);
 
   /* Up to 64 distinct payloads, at most ~32 MiB of them. */
   pool = opt.size > 0 ? (int)((32u << 20) / opt.size) : 64;
@@ -401,10 +391,10 @@ int main(int argc, char **argv) {
         phase = PH_MEASURE;
         count_start = total_received;
         for (int i = 0; i < opt.conns; i++) conns[i].received_at_start = conns[i].received;
-        read_window_start(&start, opt.server_pid, -1);
+        read_window_start(&start, opt.t.server_pid, opt.t.server_cpu);
         deadline = start.t + opt.duration_ms / 1e3;
       } else {
-        read_window_end(&end, opt.server_pid, -1);
+        read_window_end(&end, opt.t.server_pid, opt.t.server_cpu);
         count_end = total_received;
         phase = PH_DONE;
         break;
@@ -442,6 +432,10 @@ int main(int argc, char **argv) {
   print_latency_json(&latency);
   putchar(',');
   print_cpu_json(&start, &end);
+  if (opt.t.server_cpu >= 0) {
+    printf(",\"server_core_busy_pct\":%.1f,\"server_core_irq_pct\":%.1f",
+           pct(delta(start.core, end.core), wall), pct(delta(start.core_irq, end.core_irq), wall));
+  }
   printf(",\"client_frame_bytes\":%.1f,\"payloads\":%d,\"negotiated\":", mean_frame, pool);
   print_json_string(negotiated);
   printf("}\n");

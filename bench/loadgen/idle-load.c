@@ -73,18 +73,13 @@ static const char *const STAGE_WAITS[] = {
 };
 
 struct options {
-  const char *host;
-  int port;
-  const char *path;
+  struct target_options t;
   const char *source;
   int conns;
   int concurrency;
   int open_timeout_ms;
   int hold_timeout_ms;
   int close_timeout_ms;
-  long server_pid;
-  int server_cpu;
-  int cpu;
 };
 
 struct conn {
@@ -118,7 +113,7 @@ static void start_next(void) {
 }
 
 static void send_request(struct conn *c) {
-  write_upgrade(&c->ws, opt.path, WS_KEY, "");
+  write_upgrade(&c->ws, opt.t.path, WS_KEY, "");
   c->stage = ST_UPGRADING;
 }
 
@@ -328,21 +323,16 @@ static void phase_timeout(void) {
 }
 
 int main(int argc, char **argv) {
-  opt.host = "127.0.0.1";
-  opt.path = "/echo";
+  target_defaults(&opt.t, "/echo");
   opt.concurrency = 64;
   opt.open_timeout_ms = 120000;
   opt.hold_timeout_ms = 600000;
   opt.close_timeout_ms = 30000;
-  opt.server_cpu = -1;
-  opt.cpu = -1;
   for (int i = 1; i < argc; i++) {
     const char *a = argv[i];
     const char *v = i + 1 < argc ? argv[i + 1] : NULL;
     if (!v) usage();
-    else if (!strcmp(a, "--host")) opt.host = v, i++;
-    else if (!strcmp(a, "--port")) opt.port = (int)arg_long(v, 1, 65535), i++;
-    else if (!strcmp(a, "--path")) opt.path = v, i++;
+    else if (parse_target_option(&opt.t, a, v)) i++;
     else if (!strcmp(a, "--source")) opt.source = v, i++;
     else if (!strcmp(a, "--conns")) opt.conns = (int)arg_long(v, 1, MAX_CONNS), i++;
     else if (!strcmp(a, "--concurrency"))
@@ -353,15 +343,12 @@ int main(int argc, char **argv) {
       opt.hold_timeout_ms = (int)arg_long(v, 1, 3600000), i++;
     else if (!strcmp(a, "--close-timeout-ms"))
       opt.close_timeout_ms = (int)arg_long(v, 1, 3600000), i++;
-    else if (!strcmp(a, "--server-pid")) opt.server_pid = arg_long(v, 1, 1L << 30), i++;
-    else if (!strcmp(a, "--server-cpu")) opt.server_cpu = (int)arg_long(v, 0, 1023), i++;
-    else if (!strcmp(a, "--cpu")) opt.cpu = (int)arg_long(v, 0, 1023), i++;
     else usage();
   }
-  if (!opt.port || !opt.conns) usage();
-  setup_process(opt.cpu);
+  if (!opt.t.port || !opt.conns) usage();
+  setup_process(opt.t.cpu);
   raise_file_limit();
-  setup_loop(opt.host, opt.port);
+  setup_loop(opt.t.host, opt.t.port);
   if (opt.source) {
     source_addr.sin_family = AF_INET;
     source_addr.sin_port = 0; /* the kernel picks the port at connect() */
@@ -385,7 +372,7 @@ int main(int argc, char **argv) {
   if (!rbuf || !conns || !started_at) fail("out of memory");
 
   struct reading open_start = {0}, open_end = {0};
-  read_window_start(&open_start, opt.server_pid, opt.server_cpu);
+  read_window_start(&open_start, opt.t.server_pid, opt.t.server_cpu);
   double phase_started = open_start.t, held_at = 0, close_at = 0;
   double deadline = phase_started + opt.open_timeout_ms / 1e3;
   while (started < opt.conns && started < opt.concurrency) start_next();
@@ -395,7 +382,7 @@ int main(int argc, char **argv) {
   for (;;) {
     double now = now_s();
     if (phase == PH_OPEN && open_count == opt.conns) {
-      read_window_end(&open_end, opt.server_pid, opt.server_cpu);
+      read_window_end(&open_end, opt.t.server_pid, opt.t.server_cpu);
       double wall = open_end.t - open_start.t;
       printf("{\"ok\":true,\"phase\":\"open\",\"conns\":%d,\"source\":", opt.conns);
       print_json_string(opt.source ? opt.source : "");

@@ -396,6 +396,39 @@ static long arg_long(const char *s, long min, long max) {
   return v;
 }
 
+/* The options every generator takes: where the server is, which process and CPU
+ * to measure it by, and the CPU to keep to. */
+struct target_options {
+  const char *host;
+  int port;
+  const char *path;
+  long server_pid;
+  int server_cpu;
+  int cpu;
+};
+
+static void target_defaults(struct target_options *t, const char *path) {
+  t->host = "127.0.0.1";
+  t->port = 0;
+  t->path = path;
+  t->server_pid = 0;
+  t->server_cpu = -1;
+  t->cpu = -1;
+}
+
+/* Reads `a` (whose value is `v`) into `t` when it is one of those options;
+ * returns 1 if it was. */
+static int parse_target_option(struct target_options *t, const char *a, const char *v) {
+  if (!strcmp(a, "--host")) t->host = v;
+  else if (!strcmp(a, "--port")) t->port = (int)arg_long(v, 1, 65535);
+  else if (!strcmp(a, "--path")) t->path = v;
+  else if (!strcmp(a, "--server-pid")) t->server_pid = arg_long(v, 1, 1L << 30);
+  else if (!strcmp(a, "--server-cpu")) t->server_cpu = (int)arg_long(v, 0, 1023);
+  else if (!strcmp(a, "--cpu")) t->cpu = (int)arg_long(v, 0, 1023);
+  else return 0;
+  return 1;
+}
+
 /* A write to a connection the server has closed must fail with EPIPE rather
  * than kill the generator; and with --cpu the generator keeps off the CPU the
  * driver gave the server. */
