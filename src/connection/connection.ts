@@ -10,6 +10,7 @@ import {
   type ProtocolHandler,
   type Role,
 } from "../protocol/protocol.js";
+import { sharedEmptyList } from "../shared-empty.js";
 import { type DeadlineSweep, sweepFor } from "./deadlines.js";
 import { DeflateClosedError, PerMessageDeflate } from "./deflate.js";
 import { ConnectionError } from "./errors.js";
@@ -28,8 +29,8 @@ export { ConnectionError } from "./errors.js";
 
 const NO_HEADERS: Readonly<Record<string, string>> = Object.freeze({});
 const NO_DEFLATE_OPTIONS: PreparedDeflateOptions = Object.freeze({});
-/** No output this turn: one frozen empty list shared until a connection queues something. */
-const NO_CHUNKS = Object.freeze([]) as unknown as Uint8Array[];
+/** No output this turn: the shared empty list until a connection queues something. */
+const NO_CHUNKS = sharedEmptyList<Uint8Array>();
 
 /** Where a socket keeps its connection, for the listeners all connections share. */
 const CONNECTION = Symbol("switchboard.connection");

@@ -1,4 +1,5 @@
 import { randomFillSync } from "node:crypto";
+import { sharedEmptyList } from "../shared-empty.js";
 import { CloseState, type ConnectionState } from "./close-state.js";
 import {
   CloseCode,
@@ -77,8 +78,8 @@ const STOPPED = 3;
 const EMPTY = Buffer.alloc(0);
 /** Until the first masked frame: a connection that never receives one never allocates its own. */
 const NO_MASK = Buffer.alloc(4);
-/** An empty list shared by every connection until it needs its own (frozen: a push throws). */
-const NO_BUFFERS = Object.freeze([]) as unknown as Buffer[];
+/** An empty list shared by every connection until it needs its own (src/shared-empty.ts). */
+const NO_BUFFERS = sharedEmptyList<Buffer>();
 
 export class Protocol {
   readonly role: Role;

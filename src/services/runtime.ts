@@ -17,6 +17,7 @@ import {
 } from "../isolation/batch.js";
 import type { RuntimeChannel } from "../isolation/transport.js";
 import type { Logger } from "../server/logger.js";
+import { sharedEmptyList } from "../shared-empty.js";
 import { isThenable } from "../thenable.js";
 import type { ResolvedServiceConfig } from "./config.js";
 import {
@@ -114,9 +115,9 @@ function frozenCopy(record: Readonly<Record<string, string>>): Readonly<Record<s
   return EMPTY_RECORD;
 }
 
-/** Empty lists every client shares until it needs its own (frozen: a push would throw). */
-const NO_TASKS = Object.freeze([]) as unknown as Task[];
-const NO_MESSAGES = Object.freeze([]) as unknown as ServiceMessage[];
+/** Empty lists every client shares until it needs its own (src/shared-empty.ts). */
+const NO_TASKS = sharedEmptyList<Task>();
+const NO_MESSAGES = sharedEmptyList<ServiceMessage>();
 
 class RuntimeClient<Data> implements Client<Data> {
   readonly id: string;
