@@ -316,6 +316,7 @@ async function main(): Promise<number> {
     generators,
     uwsVersion,
     servers: new ServerPool(where, shared.quick, serverMode),
+    quick: shared.quick,
     serverMode,
     log: (line) => console.log(line),
   };

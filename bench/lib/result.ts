@@ -123,6 +123,8 @@ export interface SharedOptions {
 
 export interface SuiteContext {
   where: Placement;
+  /** --quick: a smoke run (no run is measured again for steal). */
+  quick: boolean;
   /** The compiled generators. */
   generators: Partial<Record<GeneratorName, string>>;
   /** The uwebsockets version when it loads; undefined when uWS is skipped. */

@@ -170,11 +170,12 @@ export async function runBroadcastSuite(
   ctx.log(`servers: ${specs.map((s) => s.name).join(", ")}`);
 
   // Every server serves every case: the topic and the role are in each connection's query.
+  const notices: string[] = [];
   const outcomes = await measureCases(
     ctx,
     specs,
     cases,
-    opts,
+    { ...opts, notices },
     (c, server) => runBroadcast(binary, server, c, opts, ctx.where),
     (run) =>
       `${formatRate(run.deliveries_per_s)} deliveries/s, ` +
@@ -284,7 +285,7 @@ export async function runBroadcastSuite(
     servers: specs,
     cases: results,
     ratios,
-    notices: [],
+    notices,
     warnings,
     failed,
     elapsedS: (Date.now() - started) / 1000,

@@ -131,11 +131,12 @@ export async function runConnectSuite(
   );
   ctx.log(`servers: ${specs.map((s) => s.name).join(", ")}`);
 
+  const notices: string[] = [];
   const outcomes = await measureCases(
     ctx,
     specs,
     [c],
-    { rounds: opts.rounds, pauseMs: opts.pauseMs, labelInLog: false },
+    { rounds: opts.rounds, pauseMs: opts.pauseMs, labelInLog: false, notices },
     (_c, server) => runConnect(binary, server, opts, ctx.where),
     (run) =>
       `${formatRate(run.handshakes_per_s)} handshakes/s, ` +
@@ -235,7 +236,7 @@ export async function runConnectSuite(
     servers: specs,
     cases: [result],
     ratios,
-    notices: [],
+    notices,
     warnings,
     failed,
     elapsedS: (Date.now() - started) / 1000,

@@ -224,7 +224,7 @@ export async function runEchoSuite(
     ctx,
     specs,
     cases,
-    opts,
+    { ...opts, notices },
     (c, server) => runEcho(binary, server, c, opts, ctx.where),
     (run) =>
       `${formatRate(run.msgs_per_s)} msg/s, p50 ${formatMs(run.latency_p50_ms)} ms ` +
