@@ -246,8 +246,9 @@ export const HotFlag = {
 } as const;
 
 /**
- * Payloads from this size up are kept for forwarding. Below it a copy into the batch costs
- * about what keeping it does (a list entry per message, a lookup on the way back).
+ * Payloads from this size up are kept for forwarding. Below it the copy into the batch is cheap
+ * next to the rest of a message's way, while keeping costs a list entry per message and a lookup
+ * on the way back (the 32-byte echo measured the same with and without this path).
  */
 export const KEEP_MIN_BYTES = 1024;
 
@@ -382,7 +383,7 @@ export class BatchWriter {
    * Adds a message in (on the I/O thread), keeping its payload for a forward back when it is
    * large enough and the batch is packed; the flag then says so (HotFlag.Kept).
    */
-  addMessage(id: number, flag: number, payload: Buffer, kind: number): void {
+  addMessage(kind: number, id: number, flag: number, payload: Buffer): void {
     if (this.pack && payload.length >= KEEP_MIN_BYTES) {
       this.keeping.push(payload);
       flag |= HotFlag.Kept;

@@ -593,7 +593,7 @@ export class ServiceHost {
       this.hold([HOT_RECORD, Event.Message, clientId, isBinary ? 1 : 0, payload], payload.length);
       return;
     }
-    instance.writer.addMessage(clientId, isBinary ? 1 : 0, payload, Event.Message);
+    instance.writer.addMessage(Event.Message, clientId, isBinary ? 1 : 0, payload);
     // A full batch goes at once; the turn's later messages follow in the next one.
     if (instance.writer.full) this.sendGathered(instance);
     else if (!this.flushScheduled) this.scheduleFlush();

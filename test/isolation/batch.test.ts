@@ -659,9 +659,9 @@ describe("BatchWriter, kept payloads and forwards", () => {
     const large = kept(1024, 1);
     const small = kept(1023, 2);
     const other = kept(5000, 3);
-    io.addMessage(1, HotFlag.Binary, large, Event.Message);
-    io.addMessage(1, 0, small, Event.Message);
-    io.addMessage(2, 0, other, Event.Message);
+    io.addMessage(Event.Message, 1, HotFlag.Binary, large);
+    io.addMessage(Event.Message, 1, 0, small);
+    io.addMessage(Event.Message, 2, 0, other);
     const { batch } = take(io);
     expect(io.keptBatches).toBe(1);
     const flags = decode(batch).map((record) => record[3]);
@@ -693,10 +693,10 @@ describe("BatchWriter, kept payloads and forwards", () => {
     const io = new BatchWriter(true);
     const seqs: number[] = [];
     for (let i = 0; i < 3; i++) {
-      io.addMessage(1, 0, kept(2048, i), Event.Message);
+      io.addMessage(Event.Message, 1, 0, kept(2048, i));
       seqs.push(take(io).batch.seq);
     }
-    io.addMessage(1, 0, kept(10, 9), Event.Message);
+    io.addMessage(Event.Message, 1, 0, kept(10, 9));
     take(io); // nothing large: nothing kept for it
     expect(io.keptBatches).toBe(3);
     io.acknowledged(seqs[1]!);
@@ -720,7 +720,7 @@ describe("BatchWriter, kept payloads and forwards", () => {
     );
     expect(out).toEqual(["after"]);
     const main = new BatchWriter(false);
-    main.addMessage(1, 0, kept(4096, 1), Event.Message);
+    main.addMessage(Event.Message, 1, 0, kept(4096, 1));
     const { batch } = take(main);
     expect(main.keptBatches).toBe(0);
     expect(batch.records[0]![3]).toBe(0);

@@ -246,7 +246,7 @@ export class RuntimeHarness {
             : Buffer.isBuffer(payload)
               ? payload
               : Buffer.from(payload.buffer, payload.byteOffset, payload.byteLength);
-        writer.addMessage(clientId, typeof payload === "string" ? 0 : 1, bytes, Event.Message);
+        writer.addMessage(Event.Message, clientId, typeof payload === "string" ? 0 : 1, bytes);
       }
     });
   }
