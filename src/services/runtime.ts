@@ -303,6 +303,8 @@ export class ServiceRuntime {
   private handlingSeq = 0;
   /** Kept payloads (HotFlag.Kept) seen so far in that batch. */
   private keptSeen = 0;
+  /** Hot records (messages) seen so far in that batch. */
+  private hotSeen = 0;
   private flushScheduled = false;
   private stopping = false;
   readonly logger: Logger;
@@ -470,6 +472,7 @@ export class ServiceRuntime {
     // kept; copying every payload out so the buffer could go back cost more (batch.ts).
     this.handlingSeq = batch.seq;
     this.keptSeen = 0;
+    this.hotSeen = 0;
     try {
       readBatch(batch, this.onMessage, (record) => {
         try {
@@ -484,12 +487,16 @@ export class ServiceRuntime {
       this.handlingSeq = 0;
     }
     this.lastHandled = batch.seq;
-    // Answer in one batch per batch received, empty or not: the acknowledgement rides along.
-    this.flush(true);
+    // Answer a batch that carried messages even with nothing to say: the acknowledgement frees
+    // its bytes on the I/O thread (maxInFlightBytes, kept payloads). A batch of other events
+    // (opens, closes) holds nothing there, so its acknowledgement waits for the next batch out,
+    // which saves a crossing per connection's open and close (a thread wake-up in a worker).
+    this.flush(this.hotSeen > 0);
   }
 
   /** A client's message: the hot path in. */
   private readonly onMessage = (kind: number, id: number, flag: number, payload: Buffer): void => {
+    this.hotSeen++;
     if (kind !== Event.Message) return;
     const client = this.byWireId.get(id);
     if (client === undefined) return;

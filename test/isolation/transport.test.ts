@@ -324,6 +324,20 @@ describe.each(TRANSPORTS)("$name transport", ({ name, factory }) => {
       for (const batch of withSends) expect(batch.ack).toBe(seq);
     });
 
+    it("acknowledges a batch of opens and closes alone only with the next batch it sends", async () => {
+      const h = launch(FULL);
+      await h.start();
+      const before = h.batches.length;
+      const quiet = h.postRecords([Event.Open, 1, openInfo()], [Event.Open, 2, openInfo()]);
+      // Nothing to say and no bytes held for it on the I/O side: no batch of its own.
+      await sleep(100);
+      expect(h.batches.length).toBe(before);
+      const seq = h.message(1, "hello");
+      const answer = await h.waitAck(seq);
+      expect(answer.ack).toBeGreaterThan(quiet);
+      expect(h.sends(1)).toEqual([["hello", false]]);
+    });
+
     it("acknowledges every event batch, in order", async () => {
       const id = open();
       const seqs: number[] = [];
