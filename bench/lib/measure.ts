@@ -52,7 +52,7 @@ export async function measureCases<C extends MeasuredCase, T>(
   const outcomes: Outcomes<T> = new Map(
     cases.map((c) => [c.id, Object.fromEntries(specs.map((s) => [s.name, []]))]),
   );
-  const repeated = new Map<string, number>();
+  let repeated = 0;
   const servers = await ctx.servers.start([...specs]);
   try {
     const labelWidth = Math.max(...cases.map((c) => c.label.length));
@@ -70,7 +70,7 @@ export async function measureCases<C extends MeasuredCase, T>(
         ctx.log(`${line(describe(outcome as Ok<T>))}: measured again (steal)`);
         await new Promise((resolve) => setTimeout(resolve, opts.pauseMs));
         outcome = await run(c, server);
-        repeated.set(c.id, (repeated.get(c.id) ?? 0) + 1);
+        repeated++;
       }
       outcomes.get(c.id)![server.spec.name].push(outcome);
       ctx.log(line(outcome.ok ? describe(outcome as Ok<T>) : `error: ${outcome.error}`));
@@ -78,11 +78,9 @@ export async function measureCases<C extends MeasuredCase, T>(
   } finally {
     await ctx.servers.release(servers);
   }
-  let total = 0;
-  for (const count of repeated.values()) total += count;
-  if (total > 0) {
+  if (repeated > 0) {
     const notice =
-      `${total} run(s) measured again because the hypervisor took over ${STEAL_WARN_PCT}% of a ` +
+      `${repeated} run(s) measured again because the hypervisor took over ${STEAL_WARN_PCT}% of a ` +
       `core during them (at most ${STEAL_REPEATS_PER_SERVER} per case and server; the new run counts)`;
     opts.notices?.push(notice);
     ctx.log(`notice: ${notice}`);
@@ -104,6 +102,17 @@ export interface CaseMeasure<T> {
   warningLabel?: string;
 }
 
+/** What the cases of a suite add up to: their warnings and ratios, and whether a run failed. */
+export interface CaseTotals {
+  warnings: string[];
+  ratios: Ratio[];
+  failed: boolean;
+}
+
+export function caseTotals(): CaseTotals {
+  return { warnings: [], ratios: [], failed: false };
+}
+
 /**
  * One case's result: each server's runs summarized into a figure with its flags, and the ratios
  * asked for. Warnings and whether any run failed are added to `into`.
@@ -113,7 +122,7 @@ export function caseResult<T extends WindowFields>(
   specs: readonly ServerSpec[],
   byServer: Record<string, Array<Outcome<T>>>,
   how: CaseMeasure<T>,
-  into: { warnings: string[]; ratios: Ratio[]; failed: boolean },
+  into: CaseTotals,
 ): CaseResult {
   const figures: Figure[] = specs.map((spec) => {
     const outcomes = byServer[spec.name];

@@ -122,6 +122,15 @@ export interface Summary {
   errors: string[];
 }
 
+/** The figures of a suite that measures its server's core (busy, in interrupts) and memory. */
+export function coreFigures(s: Summary): Record<string, number> {
+  return {
+    serverCorePct: s.serverCorePct,
+    serverCoreIrqPct: s.serverCoreIrqPct,
+    serverRssMiB: s.serverRssMiB,
+  };
+}
+
 /**
  * The medians of a server's runs in one case. `figure` is the headline figure of a run (msg/s),
  * `work` what it counts over the measured window (messages), for work per server CPU-second.

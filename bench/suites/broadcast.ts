@@ -13,12 +13,13 @@
 import { formatFixed, formatMs, formatPct, formatRate, table } from "../lib/format.js";
 import { type Outcome, runGenerator } from "../lib/generator.js";
 import type { Placement } from "../lib/machine.js";
-import { caseResult, measureCases } from "../lib/measure.js";
+import { caseResult, caseTotals, measureCases } from "../lib/measure.js";
 import { intFlag, parseIntFlag, switchFlag } from "../lib/options.js";
-import type { Ratio, SharedOptions, Suite, SuiteContext, SuiteResult } from "../lib/result.js";
+import type { SharedOptions, Suite, SuiteContext, SuiteResult } from "../lib/result.js";
 import { peerSpecs, type RunningServer, type ServerSpec, switchboardSpecs } from "../lib/server.js";
 import {
   compareServers,
+  coreFigures,
   cpuNote,
   median,
   type RatioSpec,
@@ -183,7 +184,7 @@ export async function runBroadcastSuite(
       cpuNote(run, true),
   );
 
-  const totals = { warnings: [] as string[], ratios: [] as Ratio[], failed: false };
+  const totals = caseTotals();
   const results = cases.map((c) =>
     caseResult(
       c,
@@ -197,9 +198,7 @@ export async function runBroadcastSuite(
         check: { rounds: opts.rounds, busy: "core" },
         extra: (ok, s) => ({
           msgsPerS: median(ok.map((r) => r.msgs_per_s)),
-          serverCorePct: s.serverCorePct,
-          serverCoreIrqPct: s.serverCoreIrqPct,
-          serverRssMiB: s.serverRssMiB,
+          ...coreFigures(s),
           deliveriesPerRead: median(
             ok.filter((r) => r.reads > 0).map((r) => r.deliveries / r.reads),
           ),

@@ -12,12 +12,13 @@
 import { formatFixed, formatPct, formatRate, table } from "../lib/format.js";
 import { type Outcome, runGenerator } from "../lib/generator.js";
 import type { Placement } from "../lib/machine.js";
-import { caseResult, measureCases } from "../lib/measure.js";
+import { caseResult, caseTotals, measureCases } from "../lib/measure.js";
 import { intFlag } from "../lib/options.js";
-import type { Ratio, SharedOptions, Suite, SuiteContext, SuiteResult } from "../lib/result.js";
+import type { SharedOptions, Suite, SuiteContext, SuiteResult } from "../lib/result.js";
 import { peerSpecs, type RunningServer, type ServerSpec, switchboardSpecs } from "../lib/server.js";
 import {
   compareServers,
+  coreFigures,
   cpuNote,
   median,
   type RatioSpec,
@@ -143,7 +144,7 @@ export async function runConnectSuite(
       `p50 ${formatFixed(run.latency_p50_ms, 1)} ms ${cpuNote(run, true)}`,
   );
 
-  const totals = { warnings: [] as string[], ratios: [] as Ratio[], failed: false };
+  const totals = caseTotals();
   const result = caseResult(
     c,
     specs,
@@ -156,9 +157,7 @@ export async function runConnectSuite(
       check: { rounds: opts.rounds, busy: "core" },
       extra: (ok, s) => ({
         upgradeP50Ms: median(ok.map((r) => r.upgrade_p50_ms)),
-        serverCorePct: s.serverCorePct,
-        serverCoreIrqPct: s.serverCoreIrqPct,
-        serverRssMiB: s.serverRssMiB,
+        ...coreFigures(s),
       }),
       ratios: ratioSpecs(specs),
     },

@@ -12,16 +12,9 @@
 import { formatFixed, formatMs, formatPct, formatRate, sizeLabel, table } from "../lib/format.js";
 import { type Outcome, runGenerator } from "../lib/generator.js";
 import type { Placement } from "../lib/machine.js";
-import { caseResult, measureCases } from "../lib/measure.js";
+import { caseResult, caseTotals, measureCases } from "../lib/measure.js";
 import { intFlag, intsFlag, switchFlag } from "../lib/options.js";
-import type {
-  FlagValues,
-  Ratio,
-  SharedOptions,
-  Suite,
-  SuiteContext,
-  SuiteResult,
-} from "../lib/result.js";
+import type { FlagValues, SharedOptions, Suite, SuiteContext, SuiteResult } from "../lib/result.js";
 import {
   peerSpecs,
   type RunningServer,
@@ -231,7 +224,7 @@ export async function runEchoSuite(
       cpuNote(run, false),
   );
 
-  const totals = { warnings: [] as string[], ratios: [] as Ratio[], failed: false };
+  const totals = caseTotals();
   const results = cases.map((c) =>
     caseResult(
       c,

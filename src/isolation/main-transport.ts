@@ -10,12 +10,6 @@ import type {
 } from "./transport.js";
 
 /**
- * Isolation "main": the runtime lives on the I/O thread. Batches are handed over by reference
- * in a microtask, so hooks still never run inside a socket's callbacks and ordering is the same
- * as across a thread; nothing is copied or cloned. No isolation: a service that loops blocks
- * every connection of the server, and terminate() can only stop delivering to it.
- */
-/**
  * Runs `task` in a microtask. A settled promise's reaction costs less than queueMicrotask, which
  * makes an AsyncResource per call; the order is the same (one microtask queue).
  */
@@ -24,6 +18,12 @@ function inMicrotask(task: () => void): void {
   void settled.then(task);
 }
 
+/**
+ * Isolation "main": the runtime lives on the I/O thread. Batches are handed over by reference
+ * in a microtask, so hooks still never run inside a socket's callbacks and ordering is the same
+ * as across a thread; nothing is copied or cloned. No isolation: a service that loops blocks
+ * every connection of the server, and terminate() can only stop delivering to it.
+ */
 export function createMainTransport(spec: RuntimeSpec, events: TransportEvents): ServiceTransport {
   let toRuntime: ((batch: Batch) => void) | null = null;
   let ended = false;

@@ -64,8 +64,8 @@ class Message implements ServiceMessage {
     private readonly payload: Buffer,
     readonly isBinary: boolean,
     /** The batch it came in, and its ordinal among the batch's kept payloads (-1: not kept). */
-    private readonly seq = 0,
-    private readonly ordinal = -1,
+    readonly keptSeq = 0,
+    readonly keptOrdinal = -1,
   ) {}
   bytes(): Uint8Array {
     this.exposed = true;
@@ -76,14 +76,7 @@ class Message implements ServiceMessage {
    * batch `handling`, and not handed out by bytes().
    */
   forwardable(handling: number): boolean {
-    return this.ordinal >= 0 && this.seq === handling && !this.exposed;
-  }
-  /** The forward's reference to it, for BatchWriter#addForward. */
-  forwardSeq(): number {
-    return this.seq;
-  }
-  forwardOrdinal(): number {
-    return this.ordinal;
+    return this.keptOrdinal >= 0 && this.keptSeq === handling && !this.exposed;
   }
   text(): string {
     this.decoded ??= this.payload.toString("utf8");
@@ -427,9 +420,9 @@ export class ServiceRuntime {
       this.writer.addForward(
         kind,
         id,
-        data.isBinary ? 1 : 0,
-        data.forwardSeq(),
-        data.forwardOrdinal(),
+        data.isBinary ? HotFlag.Binary : 0,
+        data.keptSeq,
+        data.keptOrdinal,
       );
     } else {
       this.writer.addHot(kind, id, sendFlag(data, options), sendPayload(data));
@@ -500,10 +493,12 @@ export class ServiceRuntime {
     if (kind !== Event.Message) return;
     const client = this.byWireId.get(id);
     if (client === undefined) return;
-    const message =
-      (flag & HotFlag.Kept) === 0
-        ? new Message(payload, flag === HotFlag.Binary)
-        : new Message(payload, (flag & HotFlag.Binary) !== 0, this.handlingSeq, this.keptSeen++);
+    const message = new Message(
+      payload,
+      (flag & HotFlag.Binary) !== 0,
+      this.handlingSeq,
+      (flag & HotFlag.Kept) === 0 ? -1 : this.keptSeen++,
+    );
     const hook = this.hooks.message;
     if (hook === undefined) {
       client.deliver(message);
