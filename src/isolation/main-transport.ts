@@ -2,11 +2,12 @@ import { pathToFileURL } from "node:url";
 import { ServiceRuntime } from "../services/runtime.js";
 import type { Batch } from "./batch.js";
 import { importService } from "./import-service.js";
-import type {
-  RuntimeChannel,
-  RuntimeSpec,
-  ServiceTransport,
-  TransportEvents,
+import {
+  originOf,
+  type RuntimeChannel,
+  type RuntimeSpec,
+  type ServiceTransport,
+  type TransportEvents,
 } from "./transport.js";
 
 /**
@@ -54,8 +55,13 @@ export function createMainTransport(spec: RuntimeSpec, events: TransportEvents):
     },
   };
   const runtime = new ServiceRuntime(channel, spec.name);
-  // Each load gets a module namespace of its own, so a reload runs the new code.
-  void runtime.load(() => importService(pathToFileURL(spec.file).href));
+  const { definition } = spec;
+  if (definition !== undefined) {
+    void runtime.load(async () => ({ module: { default: definition }, imports: [] }));
+  } else {
+    // Each load gets a module namespace of its own, so a reload runs the new code.
+    void runtime.load(() => importService(pathToFileURL(spec.file).href), originOf(spec));
+  }
   return {
     isolation: "main",
     packs: false,

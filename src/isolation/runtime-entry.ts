@@ -3,7 +3,7 @@ import { isMainThread, parentPort, workerData } from "node:worker_threads";
 import { ServiceRuntime } from "../services/runtime.js";
 import { type Batch, Command, errorInfo } from "./batch.js";
 import { importService } from "./import-service.js";
-import type { RuntimeChannel, RuntimeSpec } from "./transport.js";
+import { originOf, type RuntimeChannel, type RuntimeSpec } from "./transport.js";
 
 /**
  * Entry of a worker thread or child process that runs one service. The spec comes from
@@ -68,4 +68,4 @@ const spec: RuntimeSpec = isMainThread
   : (workerData as RuntimeSpec);
 const channel = isMainThread ? processChannel() : workerChannel();
 const runtime = new ServiceRuntime(channel, spec.name);
-await runtime.load(() => importService(pathToFileURL(spec.file).href));
+await runtime.load(() => importService(pathToFileURL(spec.file).href), originOf(spec));

@@ -1,4 +1,4 @@
-import type { Isolation } from "../services/define.js";
+import type { Isolation, ServiceDefinition, ServiceOrigin } from "../services/define.js";
 import type { Batch, ErrorInfo } from "./batch.js";
 
 /**
@@ -15,6 +15,17 @@ export interface RuntimeSpec {
   name: string;
   /** Heap limit in MiB (worker and process only). */
   maxHeapMb: number;
+  /**
+   * Which export of the module is the service: the default export when omitted, else the one
+   * the module defined as its `exportOrdinal`-th service (define.ts ServiceOrigin; a service
+   * registered on a router as an object).
+   */
+  exportOrdinal?: number;
+  /**
+   * "main" only: the service itself, run as it is instead of importing `file` (it shares the
+   * program's state, as a service on the I/O thread is expected to).
+   */
+  definition?: ServiceDefinition;
 }
 
 /** How a runtime ended. */
@@ -57,4 +68,11 @@ export interface RuntimeChannel {
   onBatch(handler: (batch: Batch) => void): void;
   /** The runtime cannot go on (its module failed): end it. */
   exit(code: number): void;
+}
+
+/** The origin of the export a spec names, or undefined for the module's default export. */
+export function originOf(spec: RuntimeSpec): ServiceOrigin | undefined {
+  return spec.exportOrdinal === undefined
+    ? undefined
+    : { file: spec.file, ordinal: spec.exportOrdinal };
 }

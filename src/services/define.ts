@@ -1,3 +1,5 @@
+import { isAbsolute } from "node:path";
+import { fileURLToPath } from "node:url";
 import type { Logger } from "../server/logger.js";
 
 /**
@@ -230,10 +232,25 @@ export interface ServiceError extends Error {
 }
 
 const SERVICE = Symbol.for("switchboard.service");
+const ORIGIN = Symbol.for("switchboard.service.origin");
 
 export interface ServiceDefinition<Data = unknown, State = unknown> {
   readonly [SERVICE]: true;
   readonly hooks: ServiceHooks<Data, State>;
+}
+
+/**
+ * Where a service was defined: the module that called `defineService` and how many services
+ * that module had defined before it. A worker or child process cannot receive the hooks
+ * themselves (functions do not cross), so it imports the module again and takes the export
+ * with the same origin: top-level code defines its services in the same order every time it
+ * runs, and the count, unlike a line number, does not depend on how the module was compiled.
+ */
+export interface ServiceOrigin {
+  /** Absolute path of the module, or undefined where the stack did not name a file. */
+  readonly file: string | undefined;
+  /** Services the same module defined before this one. */
+  readonly ordinal: number;
 }
 
 /** Makes a service: the default export of a module in the service root. */
@@ -249,7 +266,67 @@ export function defineService<Data = undefined, State = unknown>(
       throw new TypeError(`defineService(): hook "${name}" is not a function`);
     }
   }
-  return Object.freeze({ [SERVICE]: true as const, hooks: Object.freeze({ ...hooks }) });
+  const origin = callerOrigin();
+  return Object.freeze({
+    [SERVICE]: true as const,
+    [ORIGIN]: origin,
+    hooks: Object.freeze({ ...hooks }),
+  });
+}
+
+/** Services defined so far, per module file, for their origin's ordinal. */
+const definedPerFile = new Map<string, number>();
+
+function callerOrigin(): ServiceOrigin {
+  const file = callerFile();
+  if (file === undefined) return Object.freeze({ file, ordinal: 0 });
+  const ordinal = definedPerFile.get(file) ?? 0;
+  definedPerFile.set(file, ordinal + 1);
+  return Object.freeze({ file, ordinal });
+}
+
+/** The file of defineService's caller, from V8's structured stack (not the printed one). */
+function callerFile(): string | undefined {
+  const original = Error.prepareStackTrace;
+  const holder: { stack?: NodeJS.CallSite[] } = {};
+  try {
+    Error.prepareStackTrace = (_error, sites) => sites;
+    Error.captureStackTrace(holder, defineService);
+    const name = holder.stack?.[0]?.getFileName() ?? undefined;
+    if (name === undefined) return undefined;
+    if (!name.startsWith("file:")) return isAbsolute(name) ? name : undefined;
+    // A loader may add a query to a module's URL (tsx's namespaces do); the file is the same.
+    const url = new URL(name);
+    url.search = "";
+    return fileURLToPath(url);
+  } catch {
+    return undefined;
+  } finally {
+    Error.prepareStackTrace = original;
+  }
+}
+
+/** The export of a module namespace that was defined at `origin`, if one was. */
+export function exportDefinedAt(
+  module: Record<string, unknown>,
+  origin: ServiceOrigin,
+): ServiceDefinition | undefined {
+  for (const value of Object.values(module)) {
+    if (!isServiceDefinition(value)) continue;
+    const defined = serviceOrigin(value);
+    if (defined.file === origin.file && defined.ordinal === origin.ordinal) return value;
+  }
+  return undefined;
+}
+
+/** Where `definition` was defined (see ServiceOrigin). */
+export function serviceOrigin(definition: ServiceDefinition): ServiceOrigin {
+  return (
+    ((definition as unknown as Record<symbol, unknown>)[ORIGIN] as ServiceOrigin | undefined) ?? {
+      file: undefined,
+      ordinal: 0,
+    }
+  );
 }
 
 const HOOK_NAMES = new Set([

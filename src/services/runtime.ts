@@ -23,6 +23,7 @@ import type { ResolvedServiceConfig } from "./config.js";
 import {
   type BroadcastOptions,
   type Client,
+  exportDefinedAt,
   isServiceDefinition,
   type PresenceChange,
   type PresenceMember,
@@ -32,6 +33,7 @@ import {
   type ServiceError,
   type ServiceHooks,
   type ServiceMessage,
+  type ServiceOrigin,
   type SubscribeOptions,
   type SubscribeResult,
   type TopicPosition,
@@ -343,8 +345,13 @@ export class ServiceRuntime {
   }
 
   /** Imports the module and reports what it exports: Loaded, or Failed and exit. */
+  /**
+   * Loads the module and takes its service: the default export, or with `origin` the export
+   * defined there (define.ts ServiceOrigin).
+   */
   async load(
     importModule: () => Promise<{ module: Record<string, unknown>; imports: string[] }>,
+    origin?: ServiceOrigin,
   ): Promise<void> {
     let module: Record<string, unknown>;
     let imports: string[];
@@ -354,12 +361,19 @@ export class ServiceRuntime {
       this.fail(errorInfo(error, "SB_ERR_SERVICE_LOAD"));
       return;
     }
-    const definition = module.default;
+    const definition = origin === undefined ? module.default : exportDefinedAt(module, origin);
     if (!isServiceDefinition(definition)) {
-      this.fail({
-        code: "SB_ERR_NOT_A_SERVICE",
-        message: "the module's default export is not a service made by defineService()",
-      });
+      this.fail(
+        origin === undefined
+          ? {
+              code: "SB_ERR_NOT_A_SERVICE",
+              message: "the module's default export is not a service made by defineService()",
+            }
+          : {
+              code: "SB_ERR_SERVICE_NOT_EXPORTED",
+              message: `the module does not export the service it defined as number ${origin.ordinal + 1}; a worker or process can only load a service its module exports`,
+            },
+      );
       return;
     }
     this.hooks = definition.hooks as ServiceHooks<unknown, unknown>;

@@ -26,7 +26,7 @@ import {
   resolveServiceConfig,
   type ServiceDefaults,
 } from "./config.js";
-import type { Isolation } from "./define.js";
+import type { Isolation, ServiceConfig, ServiceDefinition } from "./define.js";
 
 /** What a service's subscribe sends across (define.ts SubscribeOptions, cloneable). */
 interface SubscribeRequest {
@@ -66,8 +66,15 @@ export class ServiceUnavailable extends Error {
 }
 
 export interface ServiceHostOptions {
+  /** The module the runtime imports. */
   file: string;
   name: string;
+  /** Which service the module defined (a router's object service); its default export if unset. */
+  exportOrdinal?: number;
+  /** A router's object service, run as it is where isolation is "main". */
+  definition?: ServiceDefinition;
+  /** Configuration given with a route; replaces the module's `config` export. */
+  config?: ServiceConfig;
   defaults: ServiceDefaults;
   logger: Logger;
   transports: Record<Isolation, TransportFactory>;
@@ -179,7 +186,18 @@ export class ServiceHost {
   private readyAt = 0;
   private readonly logger: Logger;
   private readonly options: Required<
-    Omit<ServiceHostOptions, "file" | "name" | "defaults" | "logger" | "transports" | "topics">
+    Omit<
+      ServiceHostOptions,
+      | "file"
+      | "name"
+      | "exportOrdinal"
+      | "definition"
+      | "config"
+      | "defaults"
+      | "logger"
+      | "transports"
+      | "topics"
+    >
   >;
   /** Local files the current instance imported (hot reload watches them). */
   imports: readonly string[] = [];
@@ -292,10 +310,11 @@ export class ServiceHost {
    * it once if the first guess was wrong), validate the config, start (restoring `restore`).
    */
   private async launch(restore: StartInfo["restore"]): Promise<Instance> {
-    let isolation = this.config?.isolation ?? this.host.defaults.isolation;
+    let isolation =
+      this.config?.isolation ?? this.host.config?.isolation ?? this.host.defaults.isolation;
     let instance = this.spawn(isolation);
     let loaded = await this.waitLoaded(instance);
-    const result = resolveServiceConfig(loaded.config, this.host.defaults);
+    const result = resolveServiceConfig(this.host.config ?? loaded.config, this.host.defaults);
     if (!result.ok) {
       this.retire(instance);
       this.logger.error(
@@ -395,6 +414,9 @@ export class ServiceHost {
         file: this.file,
         name: this.name,
         maxHeapMb: this.config?.maxHeapMb ?? this.host.defaults.maxHeapMb,
+        exportOrdinal: this.host.exportOrdinal,
+        // Functions cannot cross to a worker or process: those import the module instead.
+        definition: isolation === "main" ? this.host.definition : undefined,
       },
       {
         batch: (batch) => this.received(instance, batch),
