@@ -1,3 +1,10 @@
+export {
+  createRouter,
+  type Route,
+  Router,
+  RouterError,
+  type ServiceModule,
+} from "./adapters/router.js";
 export { defineConfig, type SwitchboardConfig } from "./cli/config.js";
 export { type ConnectOptions, connect } from "./client/connect.js";
 export {

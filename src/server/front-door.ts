@@ -17,6 +17,7 @@ import {
   type Server,
   type Socket,
 } from "node:net";
+import { createServer as createTlsServer, type TLSSocket, type TlsOptions } from "node:tls";
 import { DeadlineSweep } from "../connection/deadlines.js";
 import { errorResponse, serializeResponse } from "../protocol/handshake.js";
 import {
@@ -56,6 +57,11 @@ export interface FrontDoorOptions {
   logger: Logger;
   maxHeadSize?: number;
   headTimeoutMs?: number;
+  /**
+   * Listen with TLS (https:// and wss://). The head timeout then also bounds the TLS
+   * handshake, which comes before it.
+   */
+  tls?: TlsOptions;
 }
 
 export class FrontDoor {
@@ -77,7 +83,26 @@ export class FrontDoor {
     );
     // No noDelay option here: the connection sets it once it exists (a second setsockopt per
     // connection otherwise), and plain requests get it when they are handed over.
-    this.server = createNetServer((socket) => this.#accept(socket));
+    const accept = (socket: Socket): void => this.#accept(socket);
+    if (options.tls === undefined) {
+      this.server = createNetServer(accept);
+    } else {
+      this.server = createTlsServer(
+        {
+          ...options.tls,
+          handshakeTimeout:
+            options.tls.handshakeTimeout ?? options.headTimeoutMs ?? DEFAULT_HEAD_TIMEOUT_MS,
+        },
+        accept,
+      );
+      // A failed TLS handshake never becomes a connection: say why, for whoever debugs it.
+      this.server.on("tlsClientError", (error: Error, socket: TLSSocket) => {
+        options.logger.info(
+          { err: error, remoteAddress: socket.remoteAddress },
+          "TLS handshake failed",
+        );
+      });
+    }
     // A client may reuse a keep-alive connection of a plain request for its handshake; by then
     // the connection is node's, and node reads the upgrade.
     options.http.on("upgrade", (request: IncomingMessage, socket: Socket, head: Buffer) =>

@@ -2,6 +2,7 @@ import type { Dirent } from "node:fs";
 import { statSync } from "node:fs";
 import * as fs from "node:fs/promises";
 import * as path from "node:path";
+import type { ServiceConfig, ServiceDefinition } from "./define.js";
 
 /**
  * The service-root router: maps a request path to the module file in the service root that
@@ -65,6 +66,12 @@ export interface RouteMatch {
   /** The file's path relative to the root, posix separators, e.g. "chat/[room].ts" — the service's name. */
   name: string;
   params: Readonly<Record<string, string>>;
+  /** A programmatic router's object service (src/adapters/router.ts): which one `file` defined. */
+  exportOrdinal?: number;
+  /** A programmatic router's object service, run as it is on the I/O thread. */
+  definition?: ServiceDefinition;
+  /** Settings given with a programmatic route, in place of the module's `config` export. */
+  config?: ServiceConfig;
 }
 
 export type RouteResult = { found: true; match: RouteMatch } | { found: false; reason: string };
@@ -105,12 +112,19 @@ function segmentProblem(segment: string): string | undefined {
   return undefined;
 }
 
-type ParsedPath =
+export type ParsedPath =
   | { ok: true; segments: string[]; trailingSlash: boolean }
   | { ok: false; reason: string };
 
-/** Splits and decodes a request path; no file system access. */
-function parsePath(input: unknown): ParsedPath {
+/**
+ * Splits and decodes a request path; no file system access. `strictSegments: false` (a
+ * programmatic router, which never touches the file system with a segment) accepts any
+ * non-empty decoded segment instead of the service root's safe set.
+ */
+export function parseRequestPath(
+  input: unknown,
+  { strictSegments = true }: { strictSegments?: boolean } = {},
+): ParsedPath {
   if (typeof input !== "string") return { ok: false, reason: "the path is not a string" };
   const pathname = routeKey(input);
   if (pathname.length > MAX_PATH_LENGTH) {
@@ -135,7 +149,7 @@ function parsePath(input: unknown): ParsedPath {
     } catch {
       return { ok: false, reason: `segment ${i + 1} has a malformed percent-escape` };
     }
-    const problem = segmentProblem(segment);
+    const problem = strictSegments ? segmentProblem(segment) : undefined;
     if (problem !== undefined) return { ok: false, reason: `segment ${i + 1} ${problem}` };
     segments.push(segment);
   }
@@ -666,7 +680,7 @@ export class ServiceRouter {
     if (known !== undefined) return known;
     try {
       const key = routeKey(pathname);
-      const parsed = parsePath(pathname);
+      const parsed = parseRequestPath(pathname);
       if (!parsed.ok) return { found: false, reason: parsed.reason };
       const access = new RootAccess(root, RESOLVE_BUDGET, this.#listings);
       const match = await new RouteSearch(access, parsed.segments, parsed.trailingSlash).run();
