@@ -25,6 +25,12 @@ export interface SwitchboardConfig {
   host?: string;
   /** A directory of plain files served over HTTP; relative to the config file's directory. */
   static?: string;
+  /**
+   * PEM certificate (chain) and private key files: serve https:// and wss://. Both or neither;
+   * relative to the config file's directory.
+   */
+  tlsCert?: string;
+  tlsKey?: string;
   watch?: boolean;
   preload?: boolean;
   logLevel?: LogLevel;
@@ -110,6 +116,8 @@ const FIELDS = {
     rule: "a host name or IP address (no spaces or slashes)",
   },
   static: { schema: z.string().min(1), rule: "a non-empty path" },
+  tlsCert: { schema: z.string().min(1), rule: "a non-empty path" },
+  tlsKey: { schema: z.string().min(1), rule: "a non-empty path" },
   watch: { schema: z.boolean(), rule: "a boolean" },
   preload: { schema: z.boolean(), rule: "a boolean" },
   logLevel: { schema: z.enum(LOG_LEVELS), rule: `one of ${LOG_LEVELS.join(", ")}` },
@@ -177,6 +185,8 @@ const OPTIONS = {
   watch: { type: "boolean" },
   preload: { type: "boolean" },
   static: { type: "string" },
+  "tls-cert": { type: "string" },
+  "tls-key": { type: "string" },
   "log-level": { type: "string" },
   help: { type: "boolean", short: "h" },
   version: { type: "boolean", short: "v" },
@@ -190,6 +200,8 @@ export interface ServeFlags {
   watch?: boolean;
   preload?: boolean;
   static?: string;
+  tlsCert?: string;
+  tlsKey?: string;
   logLevel?: string;
   help?: boolean;
   version?: boolean;
@@ -227,6 +239,8 @@ export function parseServeArgs(argv: readonly string[]): FlagsResult {
       watch: values.watch,
       preload: values.preload,
       static: values.static,
+      tlsCert: values["tls-cert"],
+      tlsKey: values["tls-key"],
       logLevel: values["log-level"],
       help: values.help,
       version: values.version,
@@ -287,11 +301,28 @@ export async function resolveConfig(input: ResolveConfigInput): Promise<ConfigRe
   // Paths are relative to where they were written: the config file's directory for the file,
   // the working directory for flags, environment and the default.
   const fileDir = found.path === undefined ? cwd : dirname(found.path);
-  for (const key of ["root", "static"] as const) {
+  for (const key of ["root", "static", "tlsCert", "tlsKey"] as const) {
     const value = merged[key];
     if (typeof value === "string") {
       merged[key] = resolve(sources[key] === "file" ? fileDir : cwd, value);
     }
+  }
+
+  // One without the other cannot serve TLS; say which is missing and where the other came from.
+  if ((merged.tlsCert === undefined) !== (merged.tlsKey === undefined)) {
+    const given = merged.tlsCert === undefined ? "tlsKey" : "tlsCert";
+    const missing = given === "tlsCert" ? "a key (--tls-key)" : "a certificate (--tls-cert)";
+    const source = sources[given];
+    const name = given === "tlsCert" ? "--tls-cert" : "--tls-key";
+    const message = `switchboard: ${source === "flag" ? name : `${given} (from the ${source === "env" ? "environment" : "config file"})`} needs ${missing} as well`;
+    return source === "flag"
+      ? { ok: false, exitCode: 2, code: "SB_ERR_USAGE", message }
+      : {
+          ok: false,
+          exitCode: 1,
+          code: source === "env" ? "SB_ERR_CONFIG_ENV" : "SB_ERR_CONFIG_FILE",
+          message,
+        };
   }
 
   // "[::1]" is how an IPv6 address is written in a URL; listen() wants it bare.
@@ -310,6 +341,8 @@ function flagSettings(flags: ServeFlags): SettingsResult {
     ["port", "--port", flags.port === undefined ? undefined : parseInteger(flags.port)],
     ["host", "--host", flags.host],
     ["static", "--static", flags.static],
+    ["tlsCert", "--tls-cert", flags.tlsCert],
+    ["tlsKey", "--tls-key", flags.tlsKey],
     ["watch", "--watch", flags.watch],
     ["preload", "--preload", flags.preload],
     ["logLevel", "--log-level", flags.logLevel],
@@ -332,6 +365,8 @@ export const ENV_VARS = {
   SWITCHBOARD_PORT: "port",
   SWITCHBOARD_HOST: "host",
   SWITCHBOARD_STATIC: "static",
+  SWITCHBOARD_TLS_CERT: "tlsCert",
+  SWITCHBOARD_TLS_KEY: "tlsKey",
   SWITCHBOARD_WATCH: "watch",
   SWITCHBOARD_PRELOAD: "preload",
   SWITCHBOARD_LOG_LEVEL: "logLevel",

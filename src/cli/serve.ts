@@ -1,5 +1,6 @@
-import { stat } from "node:fs/promises";
+import { readFile, stat } from "node:fs/promises";
 import { isAbsolute, relative } from "node:path";
+import { createSecureContext } from "node:tls";
 import { pino } from "pino";
 import type {
   ServiceServer,
@@ -33,6 +34,8 @@ Options:
       --watch              Reload a service when its files change
       --preload            Start every service at boot; exit if one fails
       --static <dir>       Also serve the plain files in <dir> over HTTP
+      --tls-cert <file>    PEM certificate (chain): serve https:// and wss://
+      --tls-key <file>     PEM private key of that certificate
       --log-level <level>  ${LOG_LEVELS.join(", ")} (default ${DEFAULTS.logLevel})
   -h, --help               Show this help and exit
   -v, --version            Print the version and exit
@@ -94,6 +97,13 @@ export async function serve(
     if (problem) return fail(1, `switchboard: ${what} ${shortPath(dir, io.cwd)} ${problem}`);
   }
 
+  let tls: ServiceServerOptions["tls"];
+  if (config.tlsCert !== undefined && config.tlsKey !== undefined) {
+    const loaded = await loadTls(config.tlsCert, config.tlsKey, io.cwd);
+    if (typeof loaded === "string") return fail(1, loaded);
+    tls = loaded;
+  }
+
   const logger = pino({ name: "switchboard", level: config.logLevel }, io.stdout);
   logger.debug(
     { configFile: config.configFile, sources: config.sources },
@@ -127,14 +137,15 @@ export async function serve(
 
     let server: ServiceServer;
     try {
-      server = await start(serverOptions(config, logger));
+      server = await start({ ...serverOptions(config, logger), ...(tls ? { tls } : {}) });
     } catch (error) {
       logger.error({ err: error }, "start failed");
       return fail(1, startFailure(error, config));
     }
 
     if (signalled === undefined) {
-      io.stdout.write(`listening on ${wsOrigin(server.host, server.port)}\n`);
+      const origin = wsOrigin(server.host, server.port);
+      io.stdout.write(`listening on ${tls ? origin.replace(/^ws:/, "wss:") : origin}\n`);
       await new Promise<void>((resolve) => {
         wake = resolve;
       });
@@ -238,6 +249,37 @@ function startFailure(error: unknown, config: ResolvedConfig): string {
 function firstLine(error: unknown): string {
   const message = error instanceof Error ? error.message : String(error);
   return message.split("\n", 1)[0].trim() || "unknown error";
+}
+
+/**
+ * Reads the certificate and key and checks that they make a TLS context, so that a wrong file
+ * is reported as such before the server starts; a string is the one-line reason.
+ */
+async function loadTls(
+  certFile: string,
+  keyFile: string,
+  cwd: string,
+): Promise<{ cert: Buffer; key: Buffer } | string> {
+  const files: Buffer[] = [];
+  for (const [flag, file] of [
+    ["--tls-cert", certFile],
+    ["--tls-key", keyFile],
+  ] as const) {
+    try {
+      files.push(await readFile(file));
+    } catch (error) {
+      const reason =
+        (error as NodeJS.ErrnoException).code === "ENOENT" ? "no such file" : firstLine(error);
+      return `switchboard: ${flag} ${shortPath(file, cwd)}: ${reason}`;
+    }
+  }
+  const [cert, key] = files;
+  try {
+    createSecureContext({ cert, key });
+  } catch (error) {
+    return `switchboard: --tls-cert/--tls-key: not a usable certificate and key: ${firstLine(error)}`;
+  }
+  return { cert, key };
 }
 
 async function directoryProblem(path: string): Promise<string | undefined> {

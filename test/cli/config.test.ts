@@ -233,6 +233,8 @@ describe("resolveConfig: the config file", () => {
     port: 9000,
     host: "::1",
     static: "public",
+    tlsCert: "tls/cert.pem",
+    tlsKey: "/etc/tls/key.pem",
     watch: true,
     preload: true,
     logLevel: "debug",
@@ -277,11 +279,32 @@ describe("resolveConfig: the config file", () => {
       ...everything,
       root: join(cwd, "svc"),
       static: join(cwd, "public"),
+      // Relative to the file's directory, as root and static are; absolute ones as written.
+      tlsCert: join(cwd, "tls/cert.pem"),
+      tlsKey: "/etc/tls/key.pem",
       configFile: join(cwd, "switchboard.config.json"),
     });
     for (const key of Object.keys(everything)) {
       expect(config.sources[key as keyof SwitchboardConfig], key).toBe("file");
     }
+  });
+
+  it("wants a TLS certificate and key together, naming the one given and where from", async () => {
+    const flag = await resolveFail(["--tls-cert", "cert.pem"]);
+    expect(flag).toMatchObject({ exitCode: 2, code: "SB_ERR_USAGE" });
+    expect(flag.message).toBe("switchboard: --tls-cert needs a key (--tls-key) as well");
+    const env = await resolveFail([], { SWITCHBOARD_TLS_KEY: "key.pem" });
+    expect(env).toMatchObject({ exitCode: 1, code: "SB_ERR_CONFIG_ENV" });
+    expect(env.message).toContain("needs a certificate (--tls-cert)");
+    const file = await resolveFail(
+      [],
+      {},
+      makeDir({ "switchboard.config.json": json({ tlsCert: "c.pem" }) }),
+    );
+    expect(file).toMatchObject({ exitCode: 1, code: "SB_ERR_CONFIG_FILE" });
+    // Given in two places, the pair is complete.
+    const both = await resolveOk(["--tls-key", "k.pem"], { SWITCHBOARD_TLS_CERT: "c.pem" }, "/srv");
+    expect([both.tlsCert, both.tlsKey]).toEqual(["/srv/c.pem", "/srv/k.pem"]);
   });
 
   it("accepts heartbeat: false", async () => {

@@ -10,6 +10,7 @@ import { afterAll, describe, expect, it } from "vitest";
 import type { CliIo } from "../../src/cli/main.js";
 import { SERVE_HELP, serve, wsOrigin } from "../../src/cli/serve.js";
 import type { ServiceServer, ServiceServerOptions } from "../../src/server/service-server.js";
+import { selfSigned } from "../connection/self-signed.js";
 
 const projectRoot = new URL("../../", import.meta.url).pathname;
 const { version } = JSON.parse(readFileSync(join(projectRoot, "package.json"), "utf8")) as {
@@ -533,7 +534,7 @@ async function startCli(
   const port = await new Promise<number>((resolve, reject) => {
     const timer = setTimeout(() => reject(new Error(`no listening line: ${output}`)), 20_000);
     const onData = (): void => {
-      const match = /^listening on ws:\/\/127\.0\.0\.1:(\d+)$/m.exec(output);
+      const match = /^listening on wss?:\/\/127\.0\.0\.1:(\d+)$/m.exec(output);
       if (match) {
         clearTimeout(timer);
         resolve(Number(match[1]));
@@ -612,6 +613,62 @@ describe("switchboard serve (spawned, with the service server)", () => {
     } finally {
       expect(await terminate(child)).toBe(0);
     }
+  });
+
+  it("serves wss:// with --tls-cert and --tls-key, and refuses unusable files in one line", async () => {
+    const pair = selfSigned();
+    const tlsDir = makeDir({ "cert.pem": pair.cert, "key.pem": pair.key, "bad.pem": "not a key" });
+    const root = makeDir({ "echo.ts": echoService });
+    const { child, port, output } = await startCli([
+      root,
+      "--port",
+      "0",
+      "--tls-cert",
+      join(tlsDir, "cert.pem"),
+      "--tls-key",
+      join(tlsDir, "key.pem"),
+    ]);
+    try {
+      expect(output()).toContain(`listening on wss://127.0.0.1:${port}`);
+      const { connect } = await import("../../src/index.js");
+      const ws = await connect(`wss://127.0.0.1:${port}/echo`, { tls: { ca: pair.cert } });
+      const reply = new Promise<string>((resolve) => {
+        ws.once("message", (data: Buffer) => resolve(data.toString()));
+      });
+      ws.send("over wss");
+      expect(await reply).toBe("over wss");
+      ws.close();
+      // The same port speaks TLS only.
+      await expect(
+        connect(`ws://127.0.0.1:${port}/echo`, { handshakeTimeout: 2000 }),
+      ).rejects.toThrow();
+    } finally {
+      expect(await terminate(child)).toBe(0);
+    }
+    const bad = await runCli([
+      "serve",
+      root,
+      "--port",
+      "0",
+      "--tls-cert",
+      join(tlsDir, "cert.pem"),
+      "--tls-key",
+      join(tlsDir, "bad.pem"),
+    ]);
+    expect(bad.code).toBe(1);
+    expect(bad.stderr).toMatch(
+      /^switchboard: --tls-cert\/--tls-key: not a usable certificate and key: .+\n$/,
+    );
+    const missing = await runCli([
+      "serve",
+      root,
+      "--tls-cert",
+      "nope.pem",
+      "--tls-key",
+      "nope.pem",
+    ]);
+    expect(missing.code).toBe(1);
+    expect(missing.stderr).toBe("switchboard: --tls-cert nope.pem: no such file\n");
   });
 
   it("exits 1 with one line when the port is in use", async () => {
