@@ -1,4 +1,10 @@
 export {
+  type AttachableServer,
+  type Attachment,
+  type AttachOptions,
+  attach,
+} from "./adapters/attach.js";
+export {
   createRouter,
   type Route,
   Router,
@@ -20,6 +26,11 @@ export { HandshakeError, type HandshakeResponse } from "./protocol/handshake.js"
 export type { PerMessageDeflateOptions } from "./protocol/permessage-deflate.js";
 export type { Logger } from "./server/logger.js";
 export { createServer, type ServerOptions, WebSocketServer } from "./server/server.js";
+export {
+  type ServiceMount,
+  ServiceMountError,
+  type ServiceMountOptions,
+} from "./server/service-mount.js";
 export {
   type ServiceServer,
   ServiceServerError,
