@@ -1,8 +1,7 @@
 import type { IncomingMessage, ServerResponse } from "node:http";
 import { silentLogger } from "../server/logger.js";
 import { createServiceMount } from "../server/service-mount.js";
-import type { AttachableServer } from "./attach.js";
-import { UpgradeDispatcher } from "./framework-upgrade.js";
+import { UpgradeDispatcher, type UpgradingServer } from "./framework-upgrade.js";
 import type { FrameworkServicesOptions, MountedServices } from "./services.js";
 
 /**
@@ -31,7 +30,7 @@ export type ExpressMiddleware = (
 export interface ExpressServices extends MountedServices {
   readonly middleware: ExpressMiddleware;
   /** Routes the server's WebSocket upgrades through the app. */
-  attach(server: AttachableServer): void;
+  attach(server: UpgradingServer): void;
 }
 
 export async function expressServices(

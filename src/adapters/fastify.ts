@@ -13,13 +13,14 @@ import type { FrameworkServicesOptions } from "./services.js";
  *     await scope.register(fastifyServices, { router, prefix: "/ws" });
  *   });
  *
- * The plugin declares a GET route per router pattern (or `/*` for a service root) in its
- * encapsulated context, so the hooks of that context and its parents (onRequest, preHandler,
+ * The plugin declares a GET route per router pattern (or the catch-all `/*` for a service root,
+ * which the application's own routes win over) in its encapsulated context, so the hooks of that context and its parents (onRequest, preHandler,
  * auth plugins) run for an upgrade before the handshake, and none of the plugin's own
  * declarations leak out. WebSocket upgrades of the server go through `fastify.routing`; a hook
  * that replies ends the upgrade with that reply. Routing is by the path below the plugin's
  * prefix. The services are shut down in `preClose`, before Fastify waits for its connections.
- * A plain GET on a service route gets 426 Upgrade Required.
+ * A plain GET on a router's route gets 426 Upgrade Required, and on a root's catch-all Fastify's
+ * not-found answer.
  */
 
 declare module "fastify" {
@@ -55,6 +56,11 @@ export const fastifyServices: FastifyPluginAsync<FastifyServicesOptions> = async
       reply.hijack();
       return;
     }
+    // A plain GET: a service root's catch-all route is not the place to answer it.
+    if (options.router === undefined) {
+      reply.callNotFound();
+      return;
+    }
     void reply
       .code(426)
       .header("Upgrade", "websocket")
@@ -70,7 +76,7 @@ export const fastifyServices: FastifyPluginAsync<FastifyServicesOptions> = async
       if (other !== "") patterns.add(other);
     }
   } else {
-    patterns.add("/");
+    // Matches "/" too; the application's own static routes win over it.
     patterns.add("/*");
   }
   for (const pattern of patterns) fastify.get(pattern, handler);

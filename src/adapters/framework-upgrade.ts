@@ -2,7 +2,6 @@ import { type IncomingMessage, ServerResponse } from "node:http";
 import type { Socket } from "node:net";
 import type { Duplex } from "node:stream";
 import type { Logger } from "../server/logger.js";
-import type { AttachableServer } from "./attach.js";
 import { isWebSocketUpgrade, refuse } from "./attach.js";
 
 /**
@@ -29,10 +28,22 @@ interface Pending {
 const PENDING = Symbol("switchboard.pendingUpgrade");
 type PendingRequest = IncomingMessage & { [PENDING]?: Pending };
 
+/**
+ * A server whose upgrades are dispatched: node:http or node:https, or what a framework's
+ * `serve()` returns for them.
+ */
+export interface UpgradingServer {
+  on(
+    event: "upgrade",
+    listener: (req: IncomingMessage, socket: Duplex, head: Buffer) => void,
+  ): unknown;
+  listenerCount(event: "upgrade"): number;
+}
+
 /** Runs a request through the application, (req, res) => void as node:http would call it. */
 export type RequestRunner = (req: IncomingMessage, res: ServerResponse) => unknown;
 
-const dispatchers = new WeakMap<AttachableServer, UpgradeDispatcher>();
+const dispatchers = new WeakMap<UpgradingServer, UpgradeDispatcher>();
 
 export class UpgradeDispatcher {
   readonly #logger: Logger;
@@ -49,7 +60,7 @@ export class UpgradeDispatcher {
    * `run` (the application); others are left to the server's other listeners.
    */
   static of(
-    server: AttachableServer,
+    server: UpgradingServer,
     run: RequestRunner,
     logger: Logger,
     timeoutMs = DEFAULT_DISPATCH_TIMEOUT_MS,

@@ -2,8 +2,8 @@ import type { IncomingMessage } from "node:http";
 import type { MiddlewareHandler } from "hono";
 import { silentLogger } from "../server/logger.js";
 import { createServiceMount } from "../server/service-mount.js";
-import { type AttachableServer, normalizePrefix, strip } from "./attach.js";
-import { UpgradeDispatcher } from "./framework-upgrade.js";
+import { normalizePrefix, strip } from "./attach.js";
+import { UpgradeDispatcher, type UpgradingServer } from "./framework-upgrade.js";
 import type { FrameworkServicesOptions, MountedServices } from "./services.js";
 
 /**
@@ -42,7 +42,7 @@ export interface HonoServices extends MountedServices {
    */
   upgrade(): MiddlewareHandler;
   /** Routes the server's WebSocket upgrades through `app`. */
-  attach(server: AttachableServer, app: FetchApp): Promise<void>;
+  attach(server: UpgradingServer, app: FetchApp): Promise<void>;
 }
 
 export async function honoServices(options: HonoServicesOptions): Promise<HonoServices> {
