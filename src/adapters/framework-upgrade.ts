@@ -48,9 +48,10 @@ const dispatchers = new WeakMap<UpgradingServer, UpgradeDispatcher>();
 export class UpgradeDispatcher {
   readonly #logger: Logger;
   readonly #timeoutMs: number;
-  #run: RequestRunner | null = null;
+  #run: RequestRunner;
 
-  private constructor(logger: Logger, timeoutMs: number) {
+  private constructor(run: RequestRunner, logger: Logger, timeoutMs: number) {
+    this.#run = run;
     this.#logger = logger;
     this.#timeoutMs = timeoutMs;
   }
@@ -67,7 +68,7 @@ export class UpgradeDispatcher {
   ): UpgradeDispatcher {
     let dispatcher = dispatchers.get(server);
     if (dispatcher === undefined) {
-      dispatcher = new UpgradeDispatcher(logger, timeoutMs);
+      dispatcher = new UpgradeDispatcher(run, logger, timeoutMs);
       dispatchers.set(server, dispatcher);
       const it = dispatcher;
       server.on("upgrade", (req: IncomingMessage, socket: Duplex, head: Buffer) => {
@@ -106,7 +107,6 @@ export class UpgradeDispatcher {
 
   #dispatch(req: IncomingMessage, socket: Duplex, head: Buffer): void {
     const run = this.#run;
-    if (run === null) return refuse(socket, 404);
     // A reset while the application decides must not become an uncaught error.
     socket.on("error", ignore);
     const res = new ServerResponse(req);

@@ -1,7 +1,7 @@
 import express from "express";
 import { describe, expect, it } from "vitest";
 import { expressServices } from "../../src/adapters/express.js";
-import { recordingLogger, upgradeRequest } from "../services/helpers.js";
+import { client, recordingLogger, upgradeRequest } from "../services/helpers.js";
 import { closeServer, listen, plainServer, refusedByAuth } from "./harness.js";
 import { adapterSuite, fixtureRouter, ROOT } from "./suite.js";
 
@@ -34,6 +34,28 @@ adapterSuite("Express", async (setup) => {
       await closeServer(server);
     },
   };
+});
+
+describe("Express: mounted below a path", () => {
+  it("routes by the path below the mount point, as express.static does", async () => {
+    const app = express();
+    const services = await expressServices(app, { router: fixtureRouter(), isolation: "main" });
+    app.use("/ws", services.middleware);
+    const server = plainServer({ services: { root: ROOT }, logger: recordingLogger() }, app);
+    services.attach(server);
+    const port = await listen(server);
+    try {
+      const echo = await client(`ws://127.0.0.1:${port}/ws/echo`);
+      echo.ws.send("mounted");
+      expect(await echo.next()).toBe("mounted");
+      echo.ws.close();
+      // Outside the mount point the middleware is never reached: Express's own 404.
+      expect((await upgradeRequest(port, "/echo")).status).toBe(404);
+    } finally {
+      await services.close();
+      await closeServer(server);
+    }
+  });
 });
 
 describe("Express: upgrades the application mishandles", () => {
