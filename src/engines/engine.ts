@@ -38,7 +38,9 @@ export type EngineErrorCode =
   | "ENGINE_DUPLICATE_NODE_ID"
   | "ENGINE_INVALID_OPTIONS"
   | "ENGINE_INVALID_HISTORY_POLICY"
-  | "ENGINE_INVALID_MEMBER";
+  | "ENGINE_INVALID_MEMBER"
+  /** The broker cannot be reached (and the bounded wait for it is full, or it timed out). */
+  | "ENGINE_UNAVAILABLE";
 
 /** What engines reject with: a stable `code`, and a message saying what was wrong. */
 export class EngineError extends Error {

@@ -1,5 +1,6 @@
 import { randomUUID } from "node:crypto";
 import { performance } from "node:perf_hooks";
+import { checkPolicy, frozenMember, memberInfoJson } from "./checks.js";
 import {
   type Engine,
   EngineError,
@@ -498,51 +499,10 @@ class Stream {
   }
 }
 
-function checkPolicy(policy: HistoryPolicy | undefined): HistoryPolicy | undefined {
-  if (policy === undefined) return undefined;
-  const { limit, ttlMs } = policy;
-  if (limit !== undefined && !(Number.isSafeInteger(limit) && limit >= 0)) {
-    throw new EngineError(
-      "ENGINE_INVALID_HISTORY_POLICY",
-      `history limit must be a non-negative integer, got ${String(limit)}`,
-    );
-  }
-  if (ttlMs !== undefined && !(Number.isFinite(ttlMs) && ttlMs >= 0)) {
-    throw new EngineError(
-      "ENGINE_INVALID_HISTORY_POLICY",
-      `history ttlMs must be a non-negative finite number, got ${String(ttlMs)}`,
-    );
-  }
-  if (limit === undefined && ttlMs === undefined) return undefined;
-  return { limit, ttlMs };
-}
-
 // ─────────────────────────── members ───────────────────────────
 
 /** A frozen copy of the member, its info through JSON as a network engine would send it. */
 function copyMember(member: PresenceMember): PresenceMember {
-  const { clientId, info } = member;
-  if (typeof clientId !== "string" || clientId === "") {
-    throw new EngineError("ENGINE_INVALID_MEMBER", "a member needs a non-empty string clientId");
-  }
-  let json: string | undefined;
-  try {
-    json = info === undefined ? "null" : JSON.stringify(info);
-  } catch (error) {
-    throw new EngineError("ENGINE_INVALID_MEMBER", "member info is not JSON-serializable", {
-      cause: error,
-    });
-  }
-  if (json === undefined) {
-    throw new EngineError("ENGINE_INVALID_MEMBER", "member info is not JSON-serializable");
-  }
-  return Object.freeze({ clientId, info: deepFreeze(JSON.parse(json)) });
-}
-
-function deepFreeze(value: unknown): unknown {
-  if (typeof value === "object" && value !== null) {
-    for (const inner of Object.values(value)) deepFreeze(inner);
-    Object.freeze(value);
-  }
-  return value;
+  const { clientId, infoJson } = memberInfoJson(member);
+  return frozenMember(clientId, infoJson);
 }
