@@ -44,6 +44,11 @@ export interface SwitchboardConfig {
   shutdownTimeoutMs?: number;
   /** Per-topic policies (history, announce, envelope, slow consumers); first match wins. */
   topics?: TopicPolicy[];
+  /**
+   * Where topics are shared with other Switchboard nodes: "memory" (this process only, the
+   * default) or a Redis URL (redis:// or rediss://).
+   */
+  engine?: string;
 }
 
 /** Types a config file: `export default defineConfig({ port: 9000 })`. Returns its argument. */
@@ -138,6 +143,10 @@ const FIELDS = {
   maxHeapMb: { schema: positiveInt, rule: "a positive integer (MiB)" },
   watchdogMs: { schema: positiveInt, rule: "a positive integer (milliseconds)" },
   shutdownTimeoutMs: { schema: positiveInt, rule: "a positive integer (milliseconds)" },
+  engine: {
+    schema: z.string().regex(/^(memory|rediss?:\/\/\S*)$/),
+    rule: "memory, or a redis:// or rediss:// URL",
+  },
   topics: {
     schema: z.array(
       z
@@ -187,6 +196,7 @@ const OPTIONS = {
   static: { type: "string" },
   "tls-cert": { type: "string" },
   "tls-key": { type: "string" },
+  engine: { type: "string" },
   "log-level": { type: "string" },
   help: { type: "boolean", short: "h" },
   version: { type: "boolean", short: "v" },
@@ -202,6 +212,7 @@ export interface ServeFlags {
   static?: string;
   tlsCert?: string;
   tlsKey?: string;
+  engine?: string;
   logLevel?: string;
   help?: boolean;
   version?: boolean;
@@ -241,6 +252,7 @@ export function parseServeArgs(argv: readonly string[]): FlagsResult {
       static: values.static,
       tlsCert: values["tls-cert"],
       tlsKey: values["tls-key"],
+      engine: values.engine,
       logLevel: values["log-level"],
       help: values.help,
       version: values.version,
@@ -343,6 +355,7 @@ function flagSettings(flags: ServeFlags): SettingsResult {
     ["static", "--static", flags.static],
     ["tlsCert", "--tls-cert", flags.tlsCert],
     ["tlsKey", "--tls-key", flags.tlsKey],
+    ["engine", "--engine", flags.engine],
     ["watch", "--watch", flags.watch],
     ["preload", "--preload", flags.preload],
     ["logLevel", "--log-level", flags.logLevel],
@@ -367,6 +380,7 @@ export const ENV_VARS = {
   SWITCHBOARD_STATIC: "static",
   SWITCHBOARD_TLS_CERT: "tlsCert",
   SWITCHBOARD_TLS_KEY: "tlsKey",
+  SWITCHBOARD_ENGINE: "engine",
   SWITCHBOARD_WATCH: "watch",
   SWITCHBOARD_PRELOAD: "preload",
   SWITCHBOARD_LOG_LEVEL: "logLevel",

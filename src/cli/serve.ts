@@ -2,6 +2,7 @@ import { readFile, stat } from "node:fs/promises";
 import { isAbsolute, relative } from "node:path";
 import { createSecureContext } from "node:tls";
 import { pino } from "pino";
+import type { Engine } from "../engines/engine.js";
 import type {
   ServiceServer,
   ServiceServerOptions,
@@ -36,6 +37,9 @@ Options:
       --static <dir>       Also serve the plain files in <dir> over HTTP
       --tls-cert <file>    PEM certificate (chain): serve https:// and wss://
       --tls-key <file>     PEM private key of that certificate
+      --engine <url>       Share topics with other nodes: redis://host:port
+                           [?prefix=sb&presenceTtlMs=10000]
+                           (default memory: this process only)
       --log-level <level>  ${LOG_LEVELS.join(", ")} (default ${DEFAULTS.logLevel})
   -h, --help               Show this help and exit
   -v, --version            Print the version and exit
@@ -137,7 +141,12 @@ export async function serve(
 
     let server: ServiceServer;
     try {
-      server = await start({ ...serverOptions(config, logger), ...(tls ? { tls } : {}) });
+      const engine = await topicEngine(config.engine);
+      server = await start({
+        ...serverOptions(config, logger),
+        ...(tls ? { tls } : {}),
+        ...(engine ? { engine } : {}),
+      });
     } catch (error) {
       logger.error({ err: error }, "start failed");
       return fail(1, startFailure(error, config));
@@ -249,6 +258,30 @@ function startFailure(error: unknown, config: ResolvedConfig): string {
 function firstLine(error: unknown): string {
   const message = error instanceof Error ? error.message : String(error);
   return message.split("\n", 1)[0].trim() || "unknown error";
+}
+
+/** The engine a URL names; undefined for the in-memory default. */
+async function topicEngine(url: string | undefined): Promise<Engine | undefined> {
+  if (url === undefined || url === "memory") return undefined;
+  // Engine settings ride on the URL's query (redis://host:6379/0?prefix=app&presenceTtlMs=5000);
+  // the rest of the URL is the Redis client's.
+  const target = new URL(url);
+  const prefix = target.searchParams.get("prefix") ?? undefined;
+  const ttl = target.searchParams.get("presenceTtlMs");
+  if (ttl !== null && !/^[0-9]{1,9}$/.test(ttl)) {
+    throw Object.assign(new Error(`--engine: presenceTtlMs must be milliseconds, not "${ttl}"`), {
+      code: "SB_ERR_ENGINE_OPTIONS",
+    });
+  }
+  target.searchParams.delete("prefix");
+  target.searchParams.delete("presenceTtlMs");
+  // Loaded only when asked for: a server without Redis never loads its client.
+  const { RedisEngine } = await import("../engines/redis.js");
+  return new RedisEngine({
+    redis: target.toString(),
+    prefix,
+    presenceTtlMs: ttl === null ? undefined : Number(ttl),
+  });
 }
 
 /**

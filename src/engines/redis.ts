@@ -300,6 +300,12 @@ export class RedisEngine implements Engine {
         void this.catchUp(topic, state);
         return;
       }
+      if (last !== null && last.epoch !== message.epoch && message.offset > 1) {
+        // A new epoch (Redis lost its data) whose first messages went by unseen.
+        state.held = [frame];
+        void this.catchUp(topic, state, { epoch: message.epoch, offset: 0 });
+        return;
+      }
       if (last !== null && last.epoch === message.epoch && message.offset <= last.offset) return;
     }
     this.deliver(topic, state, frame);
@@ -322,14 +328,24 @@ export class RedisEngine implements Engine {
     }
   }
 
-  /** Reads back what a topic missed since its last delivered message, then what was held. */
-  private async catchUp(topic: string, state: TopicState): Promise<void> {
+  /**
+   * Reads back what a topic missed since its last delivered message (or `since`), then
+   * delivers what was held. When the epoch changed meanwhile, the new epoch's history is all
+   * new to this node.
+   */
+  private async catchUp(
+    topic: string,
+    state: TopicState,
+    since: StreamPosition | null = state.last,
+  ): Promise<void> {
     state.held ??= [];
-    const since = state.last;
     let recovered: TopicMessage[] = [];
     if (since !== null) {
       try {
-        const recovery = await this.recover(topic, since);
+        let recovery = await this.recover(topic, since);
+        if (!recovery.ok && recovery.reason === "epoch-changed" && recovery.position.offset > 0) {
+          recovery = await this.recover(topic, { epoch: recovery.position.epoch, offset: 0 });
+        }
         if (recovery.ok) recovered = recovery.messages;
       } catch {
         // Redis is away again: what was held still goes out, in order.

@@ -142,6 +142,11 @@ export interface OpenInfo {
   /** Handed over from a previous instance; `data` is what it held. */
   handover: boolean;
   data?: unknown;
+  /**
+   * Put before the client's number to make its id unique among the nodes that share topics
+   * (the node's id and a dot); absent on a server that shares them with no one.
+   */
+  idPrefix?: string;
 }
 
 export interface LoadedInfo {

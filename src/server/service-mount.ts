@@ -202,6 +202,8 @@ export async function createServiceMount(options: ServiceMountOptions): Promise<
   const routedUrls = new WeakMap<UpgradeHttpRequest, string>();
   const urlOf = (req: UpgradeHttpRequest): string => routedUrls.get(req) ?? req.url ?? "/";
   let nextClientId = 1;
+  // Shared topics need ids no other node gives: this node's id before each client's number.
+  const idPrefix = options.engine === undefined ? undefined : `${options.engine.nodeId}.`;
   let shuttingDown: Promise<void> | null = null;
 
   /** One host per service: a root's file, or a router's route (both named uniquely). */
@@ -342,6 +344,7 @@ export async function createServiceMount(options: ServiceMountOptions): Promise<
       protocol: conn.protocol,
       upgradeId: entry.upgradeId,
       handover: false,
+      ...(idPrefix === undefined ? {} : { idPrefix }),
     };
     entry.host.attach(id, conn, info);
   };

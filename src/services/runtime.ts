@@ -130,6 +130,7 @@ class RuntimeClient<Data> implements Client<Data> {
 
   constructor(
     readonly wireId: number,
+    idPrefix: string | undefined,
     private readonly runtime: ServiceRuntime,
     readonly remoteAddress: string,
     readonly params: Readonly<Record<string, string>>,
@@ -140,7 +141,8 @@ class RuntimeClient<Data> implements Client<Data> {
     data: Data,
     readonly resume: ReadonlyMap<string, TopicPosition>,
   ) {
-    this.id = String(wireId);
+    // As the I/O thread's clientIdOf (service-host.ts) makes it.
+    this.id = idPrefix === undefined ? String(wireId) : `${idPrefix}${wireId}`;
     this.data = data;
   }
 
@@ -725,6 +727,7 @@ export class ServiceRuntime {
     }
     const client = new RuntimeClient<unknown>(
       wireId,
+      info.idPrefix,
       this,
       info.remoteAddress,
       frozenCopy(info.params),

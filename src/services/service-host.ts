@@ -109,7 +109,7 @@ class Link implements HubSubscriber {
     readonly conn: WebSocketConnection,
     readonly info: OpenInfo,
   ) {
-    this.clientId = String(id);
+    this.clientId = clientIdOf(id, info);
   }
 
   get bufferedAmount(): number {
@@ -123,6 +123,11 @@ class Link implements HubSubscriber {
   close(code: number, reason: string): void {
     this.conn.close(code, reason);
   }
+}
+
+/** A client's id as services, topics and other nodes see it (OpenInfo#idPrefix). */
+export function clientIdOf(id: number, info: OpenInfo): string {
+  return info.idPrefix === undefined ? String(id) : `${info.idPrefix}${id}`;
 }
 
 /** Where a connection keeps its link, for the listeners every connection shares. */
@@ -805,7 +810,8 @@ export class ServiceHost {
             // A copy: history may keep it, and a view would keep the whole batch buffer alive.
             Buffer.from(payloadOf(batch, record[4])),
             record[3] === 1,
-            except === 0 ? undefined : String(except),
+            // The id the hub and other nodes know the client by (clientIdOf).
+            except === 0 ? undefined : (this.links.get(except)?.clientId ?? String(except)),
           )
           .catch((error: unknown) => {
             this.logger.error(

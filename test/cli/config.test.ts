@@ -235,6 +235,7 @@ describe("resolveConfig: the config file", () => {
     static: "public",
     tlsCert: "tls/cert.pem",
     tlsKey: "/etc/tls/key.pem",
+    engine: "redis://127.0.0.1:6379/2",
     watch: true,
     preload: true,
     logLevel: "debug",
@@ -305,6 +306,17 @@ describe("resolveConfig: the config file", () => {
     // Given in two places, the pair is complete.
     const both = await resolveOk(["--tls-key", "k.pem"], { SWITCHBOARD_TLS_CERT: "c.pem" }, "/srv");
     expect([both.tlsCert, both.tlsKey]).toEqual(["/srv/c.pem", "/srv/k.pem"]);
+  });
+
+  it("takes the engine as memory or a Redis URL, and names the rule otherwise", async () => {
+    expect((await resolveOk(["--engine", "rediss://cache.internal:6380"])).engine).toBe(
+      "rediss://cache.internal:6380",
+    );
+    expect((await resolveOk([], { SWITCHBOARD_ENGINE: "memory" })).engine).toBe("memory");
+    const bad = await resolveFail(["--engine", "postgres://db"]);
+    expect(bad.message).toBe(
+      'switchboard: --engine: must be memory, or a redis:// or rediss:// URL, not "postgres://db"',
+    );
   });
 
   it("accepts heartbeat: false", async () => {

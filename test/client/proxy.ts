@@ -16,10 +16,13 @@ export interface TcpProxy {
   cut(): number;
   block(): void;
   unblock(): void;
+  /** New connections go to this port from now on (a load balancer moving to another node). */
+  retarget(port: number): void;
   close(): Promise<void>;
 }
 
-export async function startProxy(targetPort: number): Promise<TcpProxy> {
+export async function startProxy(initialPort: number): Promise<TcpProxy> {
+  let targetPort = initialPort;
   const pairs = new Set<[Socket, Socket]>();
   let blocked = false;
   let forwarded = 0;
@@ -76,6 +79,9 @@ export async function startProxy(targetPort: number): Promise<TcpProxy> {
     },
     unblock() {
       blocked = false;
+    },
+    retarget(port) {
+      targetPort = port;
     },
     async close() {
       cut();

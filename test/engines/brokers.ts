@@ -52,7 +52,9 @@ async function freePort(): Promise<number> {
 /** Waits until something accepts TCP connections on the port; bounded. */
 async function accepting(port: number, child: ChildProcess, output: () => string): Promise<void> {
   for (let i = 0; i < 200; i++) {
-    if (child.exitCode !== null) throw new Error(`the broker exited: ${output()}`);
+    if (child.exitCode !== null || child.signalCode !== null) {
+      throw new Error(`the broker exited: ${output()}`);
+    }
     const ok = await new Promise<boolean>((resolve) => {
       const socket = tcpConnect(port, "127.0.0.1");
       socket.once("connect", () => {
@@ -91,11 +93,13 @@ async function startBroker(
   const stop = async (abrupt = false): Promise<void> => {
     const running = child;
     child = null;
-    if (running === null || running.exitCode !== null) return;
+    const ended = (process: ChildProcess) =>
+      process.exitCode !== null || process.signalCode !== null;
+    if (running === null || ended(running)) return;
     const exited = once(running, "exit");
     running.kill(abrupt ? "SIGKILL" : "SIGTERM");
     await Promise.race([exited, new Promise((resolve) => setTimeout(resolve, 5_000))]);
-    if (running.exitCode === null) running.kill("SIGKILL");
+    if (!ended(running)) running.kill("SIGKILL");
   };
   await start();
   return {
