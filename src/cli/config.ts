@@ -49,6 +49,8 @@ export interface SwitchboardConfig {
    * default) or a Redis URL (redis:// or rediss://).
    */
   engine?: string;
+  /** I/O processes sharing the port (node:cluster); 1 runs the server in this process. */
+  workers?: number;
 }
 
 /** Types a config file: `export default defineConfig({ port: 9000 })`. Returns its argument. */
@@ -147,6 +149,7 @@ const FIELDS = {
     schema: z.string().regex(/^(memory|rediss?:\/\/\S*)$/),
     rule: "memory, or a redis:// or rediss:// URL",
   },
+  workers: { schema: z.number().int().min(1).max(256), rule: "an integer between 1 and 256" },
   topics: {
     schema: z.array(
       z
@@ -197,6 +200,7 @@ const OPTIONS = {
   "tls-cert": { type: "string" },
   "tls-key": { type: "string" },
   engine: { type: "string" },
+  workers: { type: "string" },
   "log-level": { type: "string" },
   help: { type: "boolean", short: "h" },
   version: { type: "boolean", short: "v" },
@@ -213,6 +217,7 @@ export interface ServeFlags {
   tlsCert?: string;
   tlsKey?: string;
   engine?: string;
+  workers?: string;
   logLevel?: string;
   help?: boolean;
   version?: boolean;
@@ -253,6 +258,7 @@ export function parseServeArgs(argv: readonly string[]): FlagsResult {
       tlsCert: values["tls-cert"],
       tlsKey: values["tls-key"],
       engine: values.engine,
+      workers: values.workers,
       logLevel: values["log-level"],
       help: values.help,
       version: values.version,
@@ -356,6 +362,7 @@ function flagSettings(flags: ServeFlags): SettingsResult {
     ["tlsCert", "--tls-cert", flags.tlsCert],
     ["tlsKey", "--tls-key", flags.tlsKey],
     ["engine", "--engine", flags.engine],
+    ["workers", "--workers", flags.workers === undefined ? undefined : parseInteger(flags.workers)],
     ["watch", "--watch", flags.watch],
     ["preload", "--preload", flags.preload],
     ["logLevel", "--log-level", flags.logLevel],
@@ -381,6 +388,7 @@ export const ENV_VARS = {
   SWITCHBOARD_TLS_CERT: "tlsCert",
   SWITCHBOARD_TLS_KEY: "tlsKey",
   SWITCHBOARD_ENGINE: "engine",
+  SWITCHBOARD_WORKERS: "workers",
   SWITCHBOARD_WATCH: "watch",
   SWITCHBOARD_PRELOAD: "preload",
   SWITCHBOARD_LOG_LEVEL: "logLevel",
@@ -393,7 +401,7 @@ function envSettings(env: ResolveConfigInput["env"]): SettingsResult {
     // An empty variable counts as unset, so `SWITCHBOARD_PORT= switchboard serve` clears it.
     if (text === undefined || text === "") continue;
     let value: unknown = text;
-    if (key === "port") value = parseInteger(text);
+    if (key === "port" || key === "workers") value = parseInteger(text);
     if (key === "watch" || key === "preload") {
       value = parseBoolean(text);
       if (value === undefined) {

@@ -10,6 +10,7 @@ import type {
 } from "../server/service-server.js";
 import { createStaticHandler } from "../server/static.js";
 import { VERSION } from "../version.js";
+import { isClusterWorker, primaryEngine, reportToPrimary, runPrimary } from "./cluster.js";
 import {
   CONFIG_FILE_NAMES,
   DEFAULTS,
@@ -37,6 +38,8 @@ Options:
       --static <dir>       Also serve the plain files in <dir> over HTTP
       --tls-cert <file>    PEM certificate (chain): serve https:// and wss://
       --tls-key <file>     PEM private key of that certificate
+      --workers <n>        Run n I/O processes on the port (default 1); they
+                           share topics through this process, or --engine
       --engine <url>       Share topics with other nodes: redis://host:port
                            [?prefix=sb&presenceTtlMs=10000]
                            (default memory: this process only)
@@ -114,6 +117,26 @@ export async function serve(
     "configuration resolved",
   );
 
+  const workers = config.workers ?? 1;
+  if (workers > 1 && !isClusterWorker()) {
+    return runPrimary({
+      workers,
+      hostTopics: config.engine === undefined || config.engine === "memory",
+      shutdownTimeoutMs: config.shutdownTimeoutMs,
+      logger,
+      signals: io.signals,
+      onListening: (port) => {
+        const origin = wsOrigin(config.host, port);
+        io.stdout.write(`listening on ${tls ? origin.replace(/^ws:/, "wss:") : origin}\n`);
+      },
+    });
+  }
+  const inCluster = isClusterWorker();
+  // A worker leaves Ctrl-C (SIGINT to the whole process group) to the primary, which stops the
+  // workers with SIGTERM; a second signal would otherwise cut its graceful shutdown short.
+  const stopSignals: Array<"SIGINT" | "SIGTERM"> = inCluster ? ["SIGTERM"] : ["SIGINT", "SIGTERM"];
+  if (inCluster) io.signals.on("SIGINT", ignoreSignal);
+
   // Installed before starting, so a signal during a slow start (--preload) still ends cleanly.
   let signalled: NodeJS.Signals | undefined;
   let wake = (): void => {};
@@ -126,8 +149,7 @@ export async function serve(
     signalled = signal;
     wake();
   };
-  io.signals.on("SIGINT", onSignal);
-  io.signals.on("SIGTERM", onSignal);
+  for (const signal of stopSignals) io.signals.on(signal, onSignal);
 
   try {
     let start = deps.startServiceServer;
@@ -141,7 +163,10 @@ export async function serve(
 
     let server: ServiceServer;
     try {
-      const engine = await topicEngine(config.engine);
+      const engine =
+        inCluster && (config.engine === undefined || config.engine === "memory")
+          ? primaryEngine()
+          : await topicEngine(config.engine);
       server = await start({
         ...serverOptions(config, logger),
         ...(tls ? { tls } : {}),
@@ -149,12 +174,18 @@ export async function serve(
       });
     } catch (error) {
       logger.error({ err: error }, "start failed");
-      return fail(1, startFailure(error, config));
+      const message = startFailure(error, config);
+      if (inCluster) reportToPrimary({ failed: message });
+      return fail(1, message);
     }
 
+    if (inCluster) reportToPrimary({ listening: server.port });
     if (signalled === undefined) {
-      const origin = wsOrigin(server.host, server.port);
-      io.stdout.write(`listening on ${tls ? origin.replace(/^ws:/, "wss:") : origin}\n`);
+      // A worker's listening line is the primary's to print, once for all of them.
+      if (!inCluster) {
+        const origin = wsOrigin(server.host, server.port);
+        io.stdout.write(`listening on ${tls ? origin.replace(/^ws:/, "wss:") : origin}\n`);
+      }
       await new Promise<void>((resolve) => {
         wake = resolve;
       });
@@ -162,8 +193,8 @@ export async function serve(
     logger.info({ signal: signalled }, "shutting down");
     return await shutDown(server, config.shutdownTimeoutMs, io, logger);
   } finally {
-    io.signals.off("SIGINT", onSignal);
-    io.signals.off("SIGTERM", onSignal);
+    for (const signal of stopSignals) io.signals.off(signal, onSignal);
+    io.signals.off("SIGINT", ignoreSignal);
   }
 }
 
@@ -259,6 +290,8 @@ function firstLine(error: unknown): string {
   const message = error instanceof Error ? error.message : String(error);
   return message.split("\n", 1)[0].trim() || "unknown error";
 }
+
+function ignoreSignal(): void {}
 
 /** The engine a URL names; undefined for the in-memory default. */
 async function topicEngine(url: string | undefined): Promise<Engine | undefined> {

@@ -236,6 +236,7 @@ describe("resolveConfig: the config file", () => {
     tlsCert: "tls/cert.pem",
     tlsKey: "/etc/tls/key.pem",
     engine: "redis://127.0.0.1:6379/2",
+    workers: 4,
     watch: true,
     preload: true,
     logLevel: "debug",
