@@ -101,9 +101,9 @@ return {epoch, offset}
 `;
 
 /**
- * KEYS: meta, stream. ARGV: epoch candidate, now, since epoch, since offset.
- * Returns {epoch, offset, status, entries}: status "ok" (entries after `since`), "epoch-changed"
- * or "trimmed". Entries are XRANGE's [id, fields].
+ * KEYS: meta, stream. ARGV: epoch candidate, now, since epoch, since offset (or "kept": every
+ * entry history keeps). Returns {epoch, offset, status, entries}: status "ok" (entries after
+ * `since`), "epoch-changed" or "trimmed". Entries are XRANGE's [id, fields].
  */
 export const RECOVER = `${NOW}${TRIM}${EPOCH}
 local meta, stream = KEYS[1], KEYS[2]
@@ -112,6 +112,22 @@ local offset = tonumber(redis.call('HGET', meta, 'offset') or '0')
 local ttl = tonumber(redis.call('HGET', meta, 'ttl') or '-1')
 local now = clock(ARGV[2])
 if ttl >= 0 then trim(stream, -1, ttl, now) end
+if ARGV[4] == 'kept' then
+  -- Everything history keeps, oldest first (a node that met a new epoch mid-stream).
+  local kept = redis.call('XRANGE', stream, '-', '+')
+  if ttl >= 0 then
+    local fresh = {}
+    for _, entry in ipairs(kept) do
+      local fields, young = entry[2], true
+      for i = 1, #fields, 2 do
+        if fields[i] == 't' and now - tonumber(fields[i + 1]) >= ttl then young = false end
+      end
+      if young then fresh[#fresh + 1] = entry end
+    end
+    kept = fresh
+  end
+  return {epoch, offset, 'ok', kept}
+end
 local since = tonumber(ARGV[4])
 if ARGV[3] ~= epoch or since == nil or since < 0 or since > offset or since ~= math.floor(since) then
   return {epoch, offset, 'epoch-changed', {}}

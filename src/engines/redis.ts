@@ -125,7 +125,14 @@ export class RedisEngine implements Engine {
     // read back from history.
     let connectedOnce = false;
     subscriber.on("ready", () => {
-      if (connectedOnce) this.catchUpAll();
+      // Once a round trip on this connection confirms the subscriptions ioredis just renewed,
+      // anything published later arrives live, and anything earlier is read back.
+      if (connectedOnce) {
+        subscriber.ping().then(
+          () => this.catchUpAll(),
+          () => this.catchUpAll(),
+        );
+      }
       connectedOnce = true;
     });
     try {
@@ -260,6 +267,19 @@ export class RedisEngine implements Engine {
     return { ok: true, messages, position };
   }
 
+  /** Every message the topic's history keeps now, oldest first. */
+  private async kept(topic: string): Promise<TopicMessage[]> {
+    const [epoch, , , entries] = await this.script<
+      [string, number, string, Array<[Buffer, Buffer[]]>]
+    >(
+      "sbRecover",
+      [this.key("m", topic), this.key("s", topic)],
+      [randomUUID(), this.clock(), "", "kept"],
+      true,
+    );
+    return entries.map(([id, fields]) => entryMessage(topic, String(epoch), id, fields));
+  }
+
   async close(): Promise<void> {
     if (this.closed) return;
     this.closed = true;
@@ -342,11 +362,12 @@ export class RedisEngine implements Engine {
     let recovered: TopicMessage[] = [];
     if (since !== null) {
       try {
-        let recovery = await this.recover(topic, since);
-        if (!recovery.ok && recovery.reason === "epoch-changed" && recovery.position.offset > 0) {
-          recovery = await this.recover(topic, { epoch: recovery.position.epoch, offset: 0 });
-        }
+        const recovery = await this.recover(topic, since);
         if (recovery.ok) recovered = recovery.messages;
+        else if (recovery.reason === "epoch-changed" || since.offset === 0) {
+          // A new epoch: whatever its history keeps is new to this node.
+          recovered = await this.kept(topic);
+        }
       } catch {
         // Redis is away again: what was held still goes out, in order.
       }

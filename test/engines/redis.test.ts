@@ -118,10 +118,10 @@ describe.skipIf(binary === undefined)("Redis engine: brokers and nodes failing",
     const seen = recorder();
     await watcher.start(seen.handlers);
     await watcher.addInterest("room");
-    const fixture = fileURLToPath(new URL("./fixtures/redis-node.ts", import.meta.url));
+    const fixture = fileURLToPath(new URL("./fixtures/engine-node.ts", import.meta.url));
     const child = spawn(
       process.execPath,
-      ["--import", "tsx", fixture, redis.url, prefix, "doomed", "room", "600", "c1", "c2"],
+      ["--import", "tsx", fixture, "redis", redis.url, prefix, "doomed", "room", "600", "c1", "c2"],
       { stdio: ["ignore", "pipe", "inherit"] },
     );
     try {
