@@ -46,7 +46,7 @@ export interface SwitchboardConfig {
   topics?: TopicPolicy[];
   /**
    * Where topics are shared with other Switchboard nodes: "memory" (this process only, the
-   * default) or a Redis URL (redis:// or rediss://).
+   * default), a Redis URL (redis:// or rediss://) or a NATS URL (nats://, JetStream on).
    */
   engine?: string;
   /** I/O processes sharing the port (node:cluster); 1 runs the server in this process. */
@@ -146,8 +146,8 @@ const FIELDS = {
   watchdogMs: { schema: positiveInt, rule: "a positive integer (milliseconds)" },
   shutdownTimeoutMs: { schema: positiveInt, rule: "a positive integer (milliseconds)" },
   engine: {
-    schema: z.string().regex(/^(memory|rediss?:\/\/\S*)$/),
-    rule: "memory, or a redis:// or rediss:// URL",
+    schema: z.string().regex(/^(memory|rediss?:\/\/\S*|nats:\/\/\S*)$/),
+    rule: "memory, or a redis://, rediss:// or nats:// URL",
   },
   workers: { schema: z.number().int().min(1).max(256), rule: "an integer between 1 and 256" },
   topics: {

@@ -40,8 +40,8 @@ Options:
       --tls-key <file>     PEM private key of that certificate
       --workers <n>        Run n I/O processes on the port (default 1); they
                            share topics through this process, or --engine
-      --engine <url>       Share topics with other nodes: redis://host:port
-                           [?prefix=sb&presenceTtlMs=10000]
+      --engine <url>       Share topics with other nodes: redis://host:port or
+                           nats://host:port [?prefix=sb&presenceTtlMs=10000]
                            (default memory: this process only)
       --log-level <level>  ${LOG_LEVELS.join(", ")} (default ${DEFAULTS.logLevel})
   -h, --help               Show this help and exit
@@ -297,7 +297,7 @@ function ignoreSignal(): void {}
 async function topicEngine(url: string | undefined): Promise<Engine | undefined> {
   if (url === undefined || url === "memory") return undefined;
   // Engine settings ride on the URL's query (redis://host:6379/0?prefix=app&presenceTtlMs=5000);
-  // the rest of the URL is the Redis client's.
+  // the rest of the URL is the broker client's.
   const target = new URL(url);
   const prefix = target.searchParams.get("prefix") ?? undefined;
   const ttl = target.searchParams.get("presenceTtlMs");
@@ -308,13 +308,14 @@ async function topicEngine(url: string | undefined): Promise<Engine | undefined>
   }
   target.searchParams.delete("prefix");
   target.searchParams.delete("presenceTtlMs");
-  // Loaded only when asked for: a server without Redis never loads its client.
+  const settings = { prefix, presenceTtlMs: ttl === null ? undefined : Number(ttl) };
+  // Loaded only when asked for: a server without a broker never loads its client.
+  if (target.protocol === "nats:") {
+    const { NatsEngine } = await import("../engines/nats.js");
+    return new NatsEngine({ nats: target.toString(), ...settings });
+  }
   const { RedisEngine } = await import("../engines/redis.js");
-  return new RedisEngine({
-    redis: target.toString(),
-    prefix,
-    presenceTtlMs: ttl === null ? undefined : Number(ttl),
-  });
+  return new RedisEngine({ redis: target.toString(), ...settings });
 }
 
 /**

@@ -314,9 +314,12 @@ describe("resolveConfig: the config file", () => {
       "rediss://cache.internal:6380",
     );
     expect((await resolveOk([], { SWITCHBOARD_ENGINE: "memory" })).engine).toBe("memory");
+    expect((await resolveOk(["--engine", "nats://10.0.0.7:4222"])).engine).toBe(
+      "nats://10.0.0.7:4222",
+    );
     const bad = await resolveFail(["--engine", "postgres://db"]);
     expect(bad.message).toBe(
-      'switchboard: --engine: must be memory, or a redis:// or rediss:// URL, not "postgres://db"',
+      'switchboard: --engine: must be memory, or a redis://, rediss:// or nats:// URL, not "postgres://db"',
     );
   });
 
