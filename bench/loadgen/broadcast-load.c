@@ -346,7 +346,7 @@ static void on_open(struct conn *c) {
 
 static void usage(void) {
   fprintf(stderr,
-          "usage: broadcast-load --port N [--host 127.0.0.1] [--path /topic]\n"
+          "usage: broadcast-load --port N | --ports N,N,... [--host 127.0.0.1] [--path /topic]\n"
           "                      [--publisher-query role=publisher] [--publishers 1]\n"
           "                      [--topics 1] [--subs 1000] [--size 64] [--window 32]\n"
           "                      [--warmup-ms 1000] [--duration-ms 3000]\n"
@@ -422,6 +422,8 @@ int main(int argc, char **argv) {
            (unsigned long long)nofile.rlim_cur);
   }
   setup_loop(opt.t.host, opt.t.port);
+  server.nports = opt.t.nports;
+  for (int i = 0; i < opt.t.nports; i++) server.ports[i] = opt.t.ports[i];
 
   /* The payload: the publisher's number and the sequence number in hex, then
    * printable filler, so the message is valid UTF-8 and may go as text

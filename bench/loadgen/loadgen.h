@@ -398,9 +398,15 @@ static long arg_long(const char *s, long min, long max) {
 
 /* The options every generator takes: where the server is, which process and CPU
  * to measure it by, and the CPU to keep to. */
+#define MAX_PORTS 16
+
 struct target_options {
   const char *host;
   int port;
+  /* With --ports: several servers (nodes of one service) on one host;
+   * connection i goes to ports[i % nports]. */
+  int ports[MAX_PORTS];
+  int nports;
   const char *path;
   long server_pid;
   int server_cpu;
@@ -410,6 +416,7 @@ struct target_options {
 static void target_defaults(struct target_options *t, const char *path) {
   t->host = "127.0.0.1";
   t->port = 0;
+  t->nports = 0;
   t->path = path;
   t->server_pid = 0;
   t->server_cpu = -1;
@@ -421,6 +428,17 @@ static void target_defaults(struct target_options *t, const char *path) {
 static int parse_target_option(struct target_options *t, const char *a, const char *v) {
   if (!strcmp(a, "--host")) t->host = v;
   else if (!strcmp(a, "--port")) t->port = (int)arg_long(v, 1, 65535);
+  else if (!strcmp(a, "--ports")) {
+    char list[256];
+    snprintf(list, sizeof list, "%s", v);
+    t->nports = 0;
+    for (char *part = strtok(list, ","); part; part = strtok(NULL, ",")) {
+      if (t->nports == MAX_PORTS) usage();
+      t->ports[t->nports++] = (int)arg_long(part, 1, 65535);
+    }
+    if (t->nports == 0) usage();
+    t->port = t->ports[0];
+  }
   else if (!strcmp(a, "--path")) t->path = v;
   else if (!strcmp(a, "--server-pid")) t->server_pid = arg_long(v, 1, 1L << 30);
   else if (!strcmp(a, "--server-cpu")) t->server_cpu = (int)arg_long(v, 0, 1023);
@@ -447,6 +465,9 @@ static struct {
   const char *host;
   int port;
   struct sockaddr_in addr;
+  /* More than one: connection i goes to ports[i % nports] (set by the caller). */
+  int ports[MAX_PORTS];
+  int nports;
 } server;
 
 static int epfd = -1;
@@ -679,8 +700,9 @@ static void open_connection(struct ws_conn *w, long id) {
   ev.data.ptr = w;
   w->want_write = 1;
   if (epoll_ctl(epfd, EPOLL_CTL_ADD, w->fd, &ev) < 0) fail("epoll_ctl: %s", strerror(errno));
-  if (connect(w->fd, (const struct sockaddr *)&server.addr, sizeof server.addr) < 0 &&
-      errno != EINPROGRESS)
+  struct sockaddr_in to = server.addr;
+  if (server.nports > 1) to.sin_port = htons((uint16_t)server.ports[id % server.nports]);
+  if (connect(w->fd, (const struct sockaddr *)&to, sizeof to) < 0 && errno != EINPROGRESS)
     fail("connect to %s:%d: %s", server.host, server.port, strerror(errno));
   connecting++;
 }

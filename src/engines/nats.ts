@@ -604,7 +604,9 @@ export class NatsEngine implements Engine {
   /** Trims a subject to its newest `keep` messages now and then (reads apply the exact policy). */
   private trimLater(topic: string, keep: number): void {
     const count = (this.publishes.get(topic) ?? 0) + 1;
-    const every = keep <= 1 ? 1 : Math.max(1, Math.floor(keep / 4));
+    // Reads apply the exact policy, so the stream only has to stay bounded: a purge per
+    // quarter of the limit, or per 64 publishes of a topic that keeps (next to) nothing.
+    const every = keep <= 1 ? 64 : Math.max(1, Math.floor(keep / 4));
     if (count < every) {
       this.publishes.set(topic, count);
       return;
