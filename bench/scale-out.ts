@@ -203,7 +203,8 @@ async function main(): Promise<void> {
             nodes.push(await startNode(build.jsDir, configFile, configuration.engine(round)));
           }
           const measured = await measure(broadcast!, nodes, configuration.broker, options);
-          (results[configuration.name] ??= []).push(measured);
+          results[configuration.name] ??= [];
+          results[configuration.name]!.push(measured);
           process.stderr.write(
             `round ${round + 1}: ${configuration.name}: ${Math.round(measured.deliveriesPerS)} deliveries/s\n`,
           );
