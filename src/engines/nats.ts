@@ -25,6 +25,7 @@ import {
   type StreamPosition,
   type TopicMessage,
 } from "./engine.js";
+import { type BatchItem, decodeBatch, encodeBatch } from "./nats-batch.js";
 
 /**
  * The NATS engine: several Switchboard nodes share topics through a NATS server with
@@ -97,7 +98,18 @@ interface TopicState {
   repairing: boolean;
 }
 
+interface Queued {
+  item: BatchItem;
+  limit: number;
+  ttl: number;
+  resolve(position: StreamPosition): void;
+  reject(error: unknown): void;
+}
+
 const WRONG_LAST_SEQUENCE = 10071;
+/** What one batch may hold: messages, and payload bytes (JetStream's default max is 1 MiB). */
+const MAX_BATCH_MESSAGES = 256;
+const MAX_BATCH_BYTES = 512 * 1024;
 const MAX_PUBLISH_ATTEMPTS = 50;
 
 export class NatsEngine implements Engine {
@@ -121,8 +133,10 @@ export class NatsEngine implements Engine {
   private readonly held = new Map<string, Set<string>>();
   private heldWrite: Promise<void> = Promise.resolve();
   private readonly publishes = new Map<string, number>();
-  /** Per topic, the last publish of this node in progress (they are stored one at a time). */
-  private readonly publishing = new Map<string, Promise<void>>();
+  /** Per topic, publishes waiting for the store in flight (stored one batch at a time). */
+  private readonly queued = new Map<string, Queued[]>();
+  /** Topics with a store in flight. */
+  private readonly storing = new Set<string>();
   private heartbeat: NodeJS.Timeout | null = null;
   private closed = false;
 
@@ -196,42 +210,85 @@ export class NatsEngine implements Engine {
     payload: Uint8Array,
     options: { binary: boolean; history?: HistoryPolicy; except?: string },
   ): Promise<StreamPosition> {
-    try {
-      this.live();
-    } catch (error) {
-      return Promise.reject(error);
-    }
-    // Checked and copied now, as the caller sees the call; stored in call order per topic, so
-    // this node's own publishes never race each other for an offset.
+    // Checked and copied now, as the caller sees the call.
     let policy: HistoryPolicy | undefined;
     try {
+      this.live();
       policy = checkPolicy(options.history);
     } catch (error) {
       return Promise.reject(error);
     }
-    const data = new Uint8Array(payload);
-    const previous = this.publishing.get(topic) ?? Promise.resolve();
-    const next = previous.then(() => this.store(topic, data, options, policy));
-    const settled = next.then(
-      () => {},
-      () => {},
-    );
-    this.publishing.set(topic, settled);
-    void settled.then(() => {
-      if (this.publishing.get(topic) === settled) this.publishing.delete(topic);
-    });
-    return next;
-  }
-
-  private async store(
-    topic: string,
-    data: Uint8Array,
-    options: { binary: boolean; except?: string },
-    policy: HistoryPolicy | undefined,
-  ): Promise<StreamPosition> {
     const limit = policy?.limit ?? -1;
     const ttl = policy?.ttlMs ?? -1;
-    const kept = policy !== undefined && limit !== 0 && ttl !== 0;
+    return new Promise((resolve, reject) => {
+      let queue = this.queued.get(topic);
+      if (queue === undefined) {
+        queue = [];
+        this.queued.set(topic, queue);
+      }
+      queue.push({
+        item: {
+          payload: new Uint8Array(payload),
+          binary: options.binary === true,
+          except: options.except,
+        },
+        limit,
+        ttl,
+        resolve,
+        reject,
+      });
+      if (!this.storing.has(topic)) void this.drain(topic);
+    });
+  }
+
+  /**
+   * Stores what is queued for a topic, one batch at a time, in call order: this node's own
+   * publishes never race each other for an offset, and those queued behind a store in flight
+   * share the next round trip.
+   */
+  private async drain(topic: string): Promise<void> {
+    this.storing.add(topic);
+    try {
+      for (;;) {
+        const queue = this.queued.get(topic);
+        if (queue === undefined || queue.length === 0) break;
+        // A batch has one policy; a different one starts the next batch.
+        const first = queue[0]!;
+        let take = 1;
+        let bytes = first.item.payload.length;
+        while (
+          take < queue.length &&
+          take < MAX_BATCH_MESSAGES &&
+          bytes < MAX_BATCH_BYTES &&
+          queue[take]!.limit === first.limit &&
+          queue[take]!.ttl === first.ttl
+        ) {
+          bytes += queue[take]!.item.payload.length;
+          take++;
+        }
+        const batch = queue.splice(0, take);
+        if (queue.length === 0) this.queued.delete(topic);
+        try {
+          const { epoch, offset } = await this.store(topic, batch, first.limit, first.ttl);
+          for (let i = 0; i < batch.length; i++) batch[i]!.resolve({ epoch, offset: offset + i });
+        } catch (error) {
+          for (const entry of batch) entry.reject(error);
+        }
+      }
+    } finally {
+      this.storing.delete(topic);
+    }
+  }
+
+  /** Stores one batch; resolves with the position of its first message. */
+  private async store(
+    topic: string,
+    batch: readonly Queued[],
+    limit: number,
+    ttl: number,
+  ): Promise<StreamPosition> {
+    const kept = !(limit < 0 && ttl < 0) && limit !== 0 && ttl !== 0;
+    const body = encodeBatch(batch.map((entry) => entry.item));
     for (let attempt = 0; attempt < MAX_PUBLISH_ATTEMPTS; attempt++) {
       const last = this.lasts.get(topic) ?? (await this.readLast(topic));
       const epoch = last?.epoch ?? randomUUID();
@@ -239,16 +296,15 @@ export class NatsEngine implements Engine {
       const h = makeHeaders();
       h.set("Sb-Epoch", epoch);
       h.set("Sb-Offset", String(offset));
+      h.set("Sb-Count", String(batch.length));
       h.set("Sb-Kept", kept ? "1" : "0");
       h.set("Sb-Limit", String(limit));
       h.set("Sb-Ttl", String(ttl));
       h.set("Sb-Time", String(Math.floor(this.now())));
-      h.set("Sb-Binary", options.binary === true ? "1" : "0");
       h.set("Sb-Origin", this.nodeId);
-      if (options.except !== undefined) h.set("Sb-Except", options.except);
       let seq: number;
       try {
-        const ack = await this.js!.publish(this.subject("h", topic), data, {
+        const ack = await this.js!.publish(this.subject("h", topic), body, {
           headers: h,
           expect: { lastSubjectSequence: last?.seq ?? 0 },
         });
@@ -263,11 +319,11 @@ export class NatsEngine implements Engine {
         }
         throw unavailable(error);
       }
-      this.lasts.set(topic, { seq, offset, epoch });
-      h.set("Sb-Kind", "M");
+      this.lasts.set(topic, { seq, offset: offset + batch.length - 1, epoch });
+      h.set("Sb-Kind", "B");
       h.set("Sb-Seq", String(seq));
-      this.nc!.publish(this.subject("c", topic), data, { headers: h });
-      this.trimLater(topic, kept ? limit : 1);
+      this.nc!.publish(this.subject("c", topic), body, { headers: h });
+      this.trimLater(topic, kept ? limit : 1, batch.length);
       return { epoch, offset };
     }
     throw new EngineError(
@@ -284,8 +340,11 @@ export class NatsEngine implements Engine {
         if (error !== null) return;
         const state = this.topics.get(topic);
         if (state === undefined || state.subscription !== subscription) return;
-        const incoming = parseIncoming(topic, msg.headers, msg.data);
-        if (incoming !== null) this.received(topic, state, incoming);
+        for (const incoming of parseIncoming(topic, msg.headers, msg.data)) {
+          // A handler may have removed the interest meanwhile.
+          if (this.topics.get(topic) !== state) break;
+          this.received(topic, state, incoming);
+        }
       },
     });
     this.topics.set(topic, {
@@ -540,12 +599,12 @@ export class NatsEngine implements Engine {
         throw error;
       });
       if (stored !== null) {
-        const last = {
+        // A batch's last message is its first offset plus its count, less one (a marker: 0).
+        return {
           seq: stored.seq,
-          offset: Number(stored.header.get("Sb-Offset")),
+          offset: Number(stored.header.get("Sb-Offset")) + countOf(stored.header) - 1,
           epoch: stored.header.get("Sb-Epoch"),
         };
-        return last;
       }
       if (!mark) return null;
       const h = makeHeaders();
@@ -577,8 +636,7 @@ export class NatsEngine implements Engine {
     try {
       const messages = await consumer.fetch({ max_messages: 100_000, expires: 2_000 });
       for await (const msg of messages) {
-        const entry = storedEntry(topic, msg.seq, msg.headers, msg.data);
-        if (entry !== null) entries.push(entry);
+        entries.push(...storedEntries(topic, msg.seq, msg.headers, msg.data));
         if (msg.seq >= last.seq || msg.info.pending === 0) break;
       }
     } finally {
@@ -602,8 +660,8 @@ export class NatsEngine implements Engine {
   }
 
   /** Trims a subject to its newest `keep` messages now and then (reads apply the exact policy). */
-  private trimLater(topic: string, keep: number): void {
-    const count = (this.publishes.get(topic) ?? 0) + 1;
+  private trimLater(topic: string, keep: number, published: number): void {
+    const count = (this.publishes.get(topic) ?? 0) + published;
     // Reads apply the exact policy, so the stream only has to stay bounded: a purge per
     // quarter of the limit, or per 64 publishes of a topic that keeps (next to) nothing.
     const every = keep <= 1 ? 64 : Math.max(1, Math.floor(keep / 4));
@@ -742,68 +800,80 @@ function untoken(value: string): string {
   return value === "=" ? "" : Buffer.from(value, "base64url").toString("utf8");
 }
 
-function parseIncoming(topic: string, h: MsgHdrs | undefined, data: Uint8Array): Incoming | null {
-  if (h === undefined) return null;
+function parseIncoming(topic: string, h: MsgHdrs | undefined, data: Uint8Array): Incoming[] {
+  if (h === undefined) return [];
   const kind = h.get("Sb-Kind");
-  if (kind === "M") {
-    const except = h.get("Sb-Except");
-    return {
-      kind: "message",
-      message: Object.freeze({
-        topic,
-        epoch: h.get("Sb-Epoch"),
-        offset: Number(h.get("Sb-Offset")),
-        payload: new Uint8Array(data),
-        binary: h.get("Sb-Binary") === "1",
-        origin: h.get("Sb-Origin"),
-        ...(except === "" ? {} : { except }),
-      }),
-    };
+  if (kind === "B") {
+    return batchMessages(topic, h, data).map((message) => ({ kind: "message", message }));
   }
   if (kind === "J" || kind === "L") {
-    return {
-      kind: "presence",
-      change: Object.freeze({
-        type: kind === "J" ? "join" : "leave",
-        topic,
-        member: frozenMember(h.get("Sb-Client"), h.get("Sb-Info")),
-      }),
-    };
+    return [
+      {
+        kind: "presence",
+        change: Object.freeze({
+          type: kind === "J" ? "join" : "leave",
+          topic,
+          member: frozenMember(h.get("Sb-Client"), h.get("Sb-Info")),
+        }),
+      },
+    ];
   }
-  return null;
+  return [];
 }
 
-function storedEntry(
+/** How many messages a stored or sent batch holds (a marker: none, but counted as one). */
+function countOf(h: MsgHdrs): number {
+  const count = h.get("Sb-Count");
+  return count === "" ? 1 : Number(count);
+}
+
+function batchMessages(topic: string, h: MsgHdrs, data: Uint8Array): TopicMessage[] {
+  const epoch = h.get("Sb-Epoch");
+  const first = Number(h.get("Sb-Offset"));
+  const origin = h.get("Sb-Origin");
+  let items: BatchItem[];
+  try {
+    items = decodeBatch(data, countOf(h));
+  } catch {
+    return [];
+  }
+  return items.map((item, i) =>
+    Object.freeze({
+      topic,
+      epoch,
+      offset: first + i,
+      payload: item.payload,
+      binary: item.binary,
+      origin,
+      ...(item.except === undefined ? {} : { except: item.except }),
+    }),
+  );
+}
+
+/** The messages of a stored batch as history entries (a marker: one entry, no message). */
+function storedEntries(
   topic: string,
   seq: number,
   h: MsgHdrs | undefined,
   data: Uint8Array,
-): StoredEntry | null {
-  if (h === undefined) return null;
-  const offset = Number(h.get("Sb-Offset"));
-  const epoch = h.get("Sb-Epoch");
-  const except = h.get("Sb-Except");
-  return {
+): StoredEntry[] {
+  if (h === undefined) return [];
+  const common = {
     seq,
-    offset,
-    epoch,
+    epoch: h.get("Sb-Epoch"),
     kept: h.get("Sb-Kept") === "1",
     at: Number(h.get("Sb-Time")),
     limit: Number(h.get("Sb-Limit")),
     ttl: Number(h.get("Sb-Ttl")),
-    message:
-      offset === 0
-        ? null
-        : Object.freeze({
-            topic,
-            epoch,
-            offset,
-            payload: new Uint8Array(data),
-            binary: h.get("Sb-Binary") === "1",
-            origin: h.get("Sb-Origin"),
-            ...(except === "" ? {} : { except }),
-          }),
   };
+  if (h.get("Sb-Count") === "") {
+    return [{ ...common, offset: Number(h.get("Sb-Offset")), message: null }];
+  }
+  return batchMessages(topic, h, data).map((message) => ({
+    ...common,
+    offset: message.offset,
+    message,
+  }));
 }
 
 function apiErrorCode(error: unknown): number | undefined {
