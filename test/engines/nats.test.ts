@@ -2,10 +2,10 @@ import { spawn } from "node:child_process";
 import { randomUUID } from "node:crypto";
 import { fileURLToPath } from "node:url";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
-import type { PresenceChange, TopicMessage } from "../../src/engines/engine.js";
 import { NatsEngine, type NatsEngineOptions } from "../../src/engines/nats.js";
 import { type Broker, brokerBinary, startNats } from "./brokers.js";
 import { engineContract, waitFor } from "./contract.js";
+import { recorder } from "./recorder.js";
 
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 
@@ -50,18 +50,7 @@ describe.skipIf(binary === undefined)("NATS engine: brokers and nodes failing", 
     engines.push(engine);
     return engine;
   };
-  const recorder = () => {
-    const messages: TopicMessage[] = [];
-    const changes: PresenceChange[] = [];
-    return {
-      messages,
-      changes,
-      handlers: {
-        message: (message: TopicMessage) => messages.push(message),
-        presence: (change: PresenceChange) => changes.push(change),
-      },
-    };
-  };
+
   const prefixed = (label: string) => `${label}${randomUUID().replaceAll("-", "").slice(0, 10)}`;
 
   beforeAll(async () => {

@@ -3,10 +3,10 @@ import { randomUUID } from "node:crypto";
 import { fileURLToPath } from "node:url";
 import { Redis } from "ioredis";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
-import type { PresenceChange, TopicMessage } from "../../src/engines/engine.js";
 import { RedisEngine, type RedisEngineOptions } from "../../src/engines/redis.js";
 import { type Broker, brokerBinary, startRedis } from "./brokers.js";
 import { engineContract, waitFor } from "./contract.js";
+import { recorder } from "./recorder.js";
 
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 
@@ -56,18 +56,6 @@ describe.skipIf(binary === undefined)("Redis engine: brokers and nodes failing",
     const engine = new RedisEngine({ redis: redis.url, ...options });
     engines.push(engine);
     return engine;
-  };
-  const recorder = () => {
-    const messages: TopicMessage[] = [];
-    const changes: PresenceChange[] = [];
-    return {
-      messages,
-      changes,
-      handlers: {
-        message: (message: TopicMessage) => messages.push(message),
-        presence: (change: PresenceChange) => changes.push(change),
-      },
-    };
   };
 
   beforeAll(async () => {

@@ -4,10 +4,10 @@
 import { type ChildProcess, spawn } from "node:child_process";
 import { once } from "node:events";
 import { mkdir, mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
-import { createServer } from "node:net";
 import { join } from "node:path";
 import { fileURLToPath, pathToFileURL } from "node:url";
 import { describe, expect, it } from "vitest";
+import { freePort } from "../../bench/lib/brokers.js";
 import { client, sleep, upgradeRequest } from "../services/helpers.js";
 
 const PROJECT = fileURLToPath(new URL("../../", import.meta.url));
@@ -37,15 +37,6 @@ async function codeAfter(marker: string): Promise<string> {
   const block = /```ts\n([\s\S]*?)```/.exec(readme.slice(at));
   expect(block, marker).not.toBeNull();
   return block![1]!;
-}
-
-async function freePort(): Promise<number> {
-  const probe = createServer();
-  probe.listen(0, "127.0.0.1");
-  await once(probe, "listening");
-  const { port } = probe.address() as { port: number };
-  await new Promise<void>((resolve) => probe.close(() => resolve()));
-  return port;
 }
 
 /** Waits until the example answers an upgrade; bounded. */
