@@ -1,13 +1,14 @@
 import type { Server as HttpServer, IncomingMessage } from "node:http";
 import type { Server as HttpsServer } from "node:https";
 import type { Duplex } from "node:stream";
-import { errorResponse, serializeResponse } from "../protocol/handshake.js";
+import { errorResponse } from "../protocol/handshake.js";
 import { silentLogger } from "../server/logger.js";
 import {
   createServiceMount,
   type ServiceMount,
   type ServiceMountOptions,
 } from "../server/service-mount.js";
+import { abort } from "../server/upgrade.js";
 
 /**
  * Services on a server the program already runs: `attach(server, { root })` or
@@ -100,7 +101,7 @@ export function strip(prefix: string, url: string): string | undefined {
 
 /** Answers an upgrade nobody takes with a bare HTTP status and lets the socket go. */
 export function refuse(socket: Duplex, status: number): void {
+  // A reset while the answer leaves must stay quiet.
   socket.on("error", () => {});
-  if (socket.writable) socket.end(serializeResponse(errorResponse(status, "")));
-  setTimeout(() => socket.destroy(), 1000).unref();
+  abort(socket, errorResponse(status, ""));
 }

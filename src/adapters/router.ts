@@ -251,7 +251,11 @@ function makeRoute(
   return Object.freeze({ pattern, file, definition: undefined, exportOrdinal: undefined, config });
 }
 
-function routeMatch(route: Route, params: Readonly<Record<string, string>>): RouteMatch {
+/** What a route answers with, given the params a path bound (none: `preload` starts it). */
+export function routeMatch(
+  route: Route,
+  params: Readonly<Record<string, string>> = NO_PARAMS,
+): RouteMatch {
   return {
     // Checked at registration: a route without a file runs only on the I/O thread.
     file: route.file ?? "",

@@ -90,10 +90,11 @@ const STABLE_MS = 30_000;
 export async function runPrimary(options: PrimaryOptions): Promise<number> {
   const { logger } = options;
   cluster.setupPrimary({ serialization: "advanced" });
-  const bus = new MemoryBus();
-  const host = options.hostTopics
-    ? new EngineHost((nodeId) => new MemoryEngine({ bus, nodeId }))
-    : null;
+  let host: EngineHost | null = null;
+  if (options.hostTopics) {
+    const bus = new MemoryBus();
+    host = new EngineHost((nodeId) => new MemoryEngine({ bus, nodeId }));
+  }
   const live = new Set<Worker>();
   let stopping = false;
   let restartDelay = RESTART_MIN_MS;

@@ -75,7 +75,6 @@ interface Last {
 }
 
 interface StoredEntry {
-  seq: number;
   offset: number;
   epoch: string;
   kept: boolean;
@@ -130,7 +129,6 @@ export class NatsEngine implements Engine {
   private handlers: EngineHandlers | null = null;
   private readonly lasts = new Map<string, Last>();
   private readonly topics = new Map<string, TopicState>();
-  private readonly held = new Map<string, Set<string>>();
   private heldWrite: Promise<void> = Promise.resolve();
   private readonly publishes = new Map<string, number>();
   /** Per topic, publishes waiting for the store in flight (stored one batch at a time). */
@@ -459,11 +457,11 @@ export class NatsEngine implements Engine {
     }
     const message = incoming.message;
     const last = state.last;
-    if (last === null || state.repairing) {
-      if (state.repairing) {
-        state.ahead.set(message.offset, message);
-        return;
-      }
+    if (state.repairing) {
+      state.ahead.set(message.offset, message);
+      return;
+    }
+    if (last === null) {
       this.deliverMessage(topic, state, message);
       return;
     }
@@ -636,7 +634,7 @@ export class NatsEngine implements Engine {
     try {
       const messages = await consumer.fetch({ max_messages: 100_000, expires: 2_000 });
       for await (const msg of messages) {
-        entries.push(...storedEntries(topic, msg.seq, msg.headers, msg.data));
+        entries.push(...storedEntries(topic, msg.headers, msg.data));
         if (msg.seq >= last.seq || msg.info.pending === 0) break;
       }
     } finally {
@@ -730,12 +728,6 @@ export class NatsEngine implements Engine {
       const item = JSON.stringify([topic, clientId]);
       if (add) list.add(item);
       else list.delete(item);
-      if (node === this.nodeId) {
-        const mine = this.held.get(topic) ?? new Set<string>();
-        if (add) mine.add(clientId);
-        else mine.delete(clientId);
-        this.held.set(topic, mine);
-      }
       await this.heldKv!.put(key, JSON.stringify([...list]));
     });
     this.heldWrite = write.catch(() => {});
@@ -851,15 +843,9 @@ function batchMessages(topic: string, h: MsgHdrs, data: Uint8Array): TopicMessag
 }
 
 /** The messages of a stored batch as history entries (a marker: one entry, no message). */
-function storedEntries(
-  topic: string,
-  seq: number,
-  h: MsgHdrs | undefined,
-  data: Uint8Array,
-): StoredEntry[] {
+function storedEntries(topic: string, h: MsgHdrs | undefined, data: Uint8Array): StoredEntry[] {
   if (h === undefined) return [];
   const common = {
-    seq,
     epoch: h.get("Sb-Epoch"),
     kept: h.get("Sb-Kept") === "1",
     at: Number(h.get("Sb-Time")),

@@ -149,6 +149,15 @@ export interface OpenInfo {
   idPrefix?: string;
 }
 
+/**
+ * A client's id as services, topics and other nodes see it: its number on this I/O thread,
+ * after the node's prefix when topics are shared (OpenInfo#idPrefix). The I/O thread and the
+ * runtime both make it with this.
+ */
+export function clientIdOf(id: number, idPrefix: string | undefined): string {
+  return idPrefix === undefined ? String(id) : `${idPrefix}${id}`;
+}
+
 export interface LoadedInfo {
   /** The module's `config` export as it was (validated by the I/O thread). */
   config: unknown;

@@ -1,6 +1,6 @@
 import { type FSWatcher, watch as watchFile } from "node:fs";
 import type { Duplex } from "node:stream";
-import type { Router } from "../adapters/router.js";
+import { type Router, routeMatch } from "../adapters/router.js";
 import type { WebSocketConnection } from "../connection/connection.js";
 import type { Engine } from "../engines/engine.js";
 import { MemoryEngine } from "../engines/memory.js";
@@ -131,12 +131,7 @@ function routerRoutes(router: Router): Routes {
   return {
     lookup: (url) => router.match(url),
     resolve: async (path) => router.match(path),
-    list: async () =>
-      router.routes.map((route) => {
-        const result = router.match(route.pattern);
-        if (!result.found) throw new Error(`route ${route.pattern} does not match itself`);
-        return result.match;
-      }),
+    list: async () => router.routes.map((route) => routeMatch(route)),
     invalidate: () => {},
   };
 }

@@ -260,7 +260,8 @@ export function answerUpgradeRequired(res: ServerResponse): void {
   res.end(body);
 }
 
-function abort(socket: Duplex, response: HandshakeResponse): void {
+/** Answers an upgrade with an HTTP response instead, and lets the socket go. */
+export function abort(socket: Duplex, response: HandshakeResponse): void {
   if (socket.writable) socket.end(serializeResponse(response));
   // end() flushes the answer; destroy soon after in case the peer never reads it.
   setTimeout(() => socket.destroy(), 1000).unref();

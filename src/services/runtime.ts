@@ -3,6 +3,7 @@ import {
   type Batch,
   BatchWriter,
   Command,
+  clientIdOf,
   type ErrorInfo,
   Event,
   errorInfo,
@@ -141,8 +142,7 @@ class RuntimeClient<Data> implements Client<Data> {
     data: Data,
     readonly resume: ReadonlyMap<string, TopicPosition>,
   ) {
-    // As the I/O thread's clientIdOf (service-host.ts) makes it.
-    this.id = idPrefix === undefined ? String(wireId) : `${idPrefix}${wireId}`;
+    this.id = clientIdOf(wireId, idPrefix);
     this.data = data;
   }
 

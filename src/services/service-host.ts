@@ -5,6 +5,7 @@ import {
   type BatchRecord,
   BatchWriter,
   Command,
+  clientIdOf,
   type ErrorInfo,
   Event,
   HOT_RECORD,
@@ -109,7 +110,7 @@ class Link implements HubSubscriber {
     readonly conn: WebSocketConnection,
     readonly info: OpenInfo,
   ) {
-    this.clientId = clientIdOf(id, info);
+    this.clientId = clientIdOf(id, info.idPrefix);
   }
 
   get bufferedAmount(): number {
@@ -123,11 +124,6 @@ class Link implements HubSubscriber {
   close(code: number, reason: string): void {
     this.conn.close(code, reason);
   }
-}
-
-/** A client's id as services, topics and other nodes see it (OpenInfo#idPrefix). */
-export function clientIdOf(id: number, info: OpenInfo): string {
-  return info.idPrefix === undefined ? String(id) : `${info.idPrefix}${id}`;
 }
 
 /** Where a connection keeps its link, for the listeners every connection shares. */

@@ -14,21 +14,27 @@ const PROJECT = fileURLToPath(new URL("../../", import.meta.url));
 const README = join(PROJECT, "README.md");
 const SECRET = "s3cret";
 
-const source = (path: string) => JSON.stringify(pathToFileURL(join(PROJECT, path)).href);
-const IMPORTS: Record<string, string> = {
-  '"switchboard"': source("src/index.ts"),
-  '"switchboard/express"': source("src/adapters/express.ts"),
-  '"switchboard/fastify"': source("src/adapters/fastify.ts"),
-  '"switchboard/koa"': source("src/adapters/koa.ts"),
-  '"switchboard/hono"': source("src/adapters/hono.ts"),
+/** The package's entry points and the sources behind them. */
+const ENTRY_POINTS: Record<string, string> = {
+  switchboard: "src/index.ts",
+  "switchboard/express": "src/adapters/express.ts",
+  "switchboard/fastify": "src/adapters/fastify.ts",
+  "switchboard/koa": "src/adapters/koa.ts",
+  "switchboard/hono": "src/adapters/hono.ts",
 };
 
-function withSources(code: string): string {
+/** The code with each package import pointed where `target` says for its source file. */
+function pointImports(code: string, target: (source: string) => string): string {
   let out = code;
-  for (const [from, to] of Object.entries(IMPORTS))
-    out = out.replaceAll(`from ${from}`, `from ${to}`);
+  for (const [entry, source] of Object.entries(ENTRY_POINTS)) {
+    out = out.replaceAll(`from "${entry}"`, `from ${JSON.stringify(target(source))}`);
+  }
   return out;
 }
+
+/** Imports as file URLs, for running the code where it is written. */
+const withSources = (code: string) =>
+  pointImports(code, (source) => pathToFileURL(join(PROJECT, source)).href);
 
 async function codeAfter(marker: string): Promise<string> {
   const readme = await readFile(README, "utf8");
@@ -128,19 +134,9 @@ export default echo;
 it("type-checks every mounting example as written", async () => {
   const dir = await mkdtemp(join(PROJECT, ".readme-example-"));
   try {
-    const relative: Record<string, string> = {
-      '"switchboard"': '"../src/index.js"',
-      '"switchboard/express"': '"../src/adapters/express.js"',
-      '"switchboard/fastify"': '"../src/adapters/fastify.js"',
-      '"switchboard/koa"': '"../src/adapters/koa.js"',
-      '"switchboard/hono"': '"../src/adapters/hono.js"',
-    };
-    const point = (code: string) => {
-      let out = code;
-      for (const [from, to] of Object.entries(relative))
-        out = out.replaceAll(`from ${from}`, `from ${to}`);
-      return out;
-    };
+    // Relative paths, as tsc resolves them from a directory inside the project.
+    const point = (code: string) =>
+      pointImports(code, (source) => `../${source.replace(/\.ts$/, ".js")}`);
     for (const [index, { heading }] of EXAMPLES.entries()) {
       await writeFile(join(dir, `example-${index}.ts`), point(await codeAfter(heading)));
     }
