@@ -87,7 +87,8 @@ export class Protocol {
   readonly maxFragments: number;
   readonly maxBufferedBytes: number;
   readonly compression: boolean;
-  readonly close: CloseState = new CloseState();
+  /** Made when the closing handshake starts: an idle connection never needs one. */
+  private closeState: CloseState | null = null;
 
   private readonly handler: ProtocolHandler;
   private readonly maskKey: (() => Uint8Array) | null;
@@ -116,7 +117,8 @@ export class Protocol {
   private fragmentCount = 0;
   private messageSize = 0;
   private wireSize = 0;
-  private readonly utf8 = new Utf8Validator();
+  /** For text that is not checked in one piece (fragments, split reads, inflated output). */
+  private utf8: Utf8Validator | null = null;
   private inflatingFin = false;
   private inflateInput: Buffer | null = null;
   /** Input that arrived while a frame was being inflated. */
@@ -144,8 +146,25 @@ export class Protocol {
     this.maskKey = this.role === "client" ? (options.maskKey ?? randomMaskKey) : null;
   }
 
+  /** The closing handshake's state (made on first use; see `state` for a read that makes none). */
+  get close(): CloseState {
+    if (this.closeState === null) this.closeState = new CloseState();
+    return this.closeState;
+  }
+
   get state(): ConnectionState {
-    return this.close.state;
+    return this.closeState === null ? "open" : this.closeState.state;
+  }
+
+  /** The incremental UTF-8 check, made the first time text is not checked in one piece. */
+  private validator(): Utf8Validator {
+    if (this.utf8 === null) this.utf8 = new Utf8Validator();
+    return this.utf8;
+  }
+
+  /** The text checked so far ends on a character boundary. */
+  private utf8Complete(): boolean {
+    return this.utf8 === null || this.utf8.complete;
   }
 
   /** Bytes of output the peer may still produce for the current message before 1009. */
@@ -194,7 +213,7 @@ export class Protocol {
         this.fail(protocolError("WS_ERR_MESSAGE_TOO_BIG", "message exceeds the size limit"));
         return;
       }
-      if (isText && !this.utf8.write(chunk)) {
+      if (isText && !this.validator().write(chunk)) {
         this.fail(protocolError("WS_ERR_INVALID_UTF8", "invalid UTF-8 in text message"));
         return;
       }
@@ -202,7 +221,7 @@ export class Protocol {
     }
     this.parseState = READ_HEADER;
     if (this.inflatingFin) {
-      if (isText && !this.utf8.complete) {
+      if (isText && !this.utf8Complete()) {
         this.fail(protocolError("WS_ERR_INVALID_UTF8", "text message ends inside a character"));
         return;
       }
@@ -492,7 +511,7 @@ export class Protocol {
       this.opcode < Opcode.Close
     ) {
       this.payloadValidated = true;
-      if (!this.utf8.write(piece)) {
+      if (!this.validator().write(piece)) {
         this.fail(protocolError("WS_ERR_INVALID_UTF8", "invalid UTF-8 in text message"));
         return -1;
       }
@@ -514,7 +533,7 @@ export class Protocol {
       this.controlFrame(opcode, payload);
       return;
     }
-    if (this.close.state === "closed") return; // section 1.4: nothing after the close handshake
+    if (this.state === "closed") return; // section 1.4: nothing after the close handshake
     if (this.messageCompressed) {
       // The parse loop hands this to the handler once the rest of the input is set aside.
       this.parseState = INFLATING;
@@ -524,9 +543,9 @@ export class Protocol {
     }
     if (this.messageOpcode === Opcode.Text && !this.payloadValidated) {
       const valid =
-        this.fin && this.fragments.length === 0 && this.utf8.complete
+        this.fin && this.fragments.length === 0 && this.utf8Complete()
           ? isValidUtf8(payload)
-          : this.utf8.write(payload);
+          : this.validator().write(payload);
       if (!valid) {
         this.fail(protocolError("WS_ERR_INVALID_UTF8", "invalid UTF-8 in text message"));
         return;
@@ -537,7 +556,7 @@ export class Protocol {
       this.messageSize += payload.length;
       return;
     }
-    if (this.messageOpcode === Opcode.Text && !this.utf8.complete) {
+    if (this.messageOpcode === Opcode.Text && !this.utf8Complete()) {
       this.fail(protocolError("WS_ERR_INVALID_UTF8", "text message ends inside a character"));
       return;
     }
@@ -572,7 +591,7 @@ export class Protocol {
     this.fragmentCount = 0;
     this.messageSize = 0;
     this.wireSize = 0;
-    this.utf8.reset();
+    this.utf8?.reset();
   }
 
   private controlFrame(opcode: number, payload: Buffer): void {
@@ -580,7 +599,7 @@ export class Protocol {
       this.closeFrame(payload);
       return;
     }
-    if (this.close.state !== "open") return; // no pongs after our close frame (section 5.5.1)
+    if (this.state !== "open") return; // no pongs after our close frame (section 5.5.1)
     if (opcode === Opcode.Ping) {
       this.writeFrame(Opcode.Pong, payload, true, false);
       this.handler.ping(payload);
@@ -614,7 +633,7 @@ export class Protocol {
     this.close.received = { code, reason };
     this.parseState = STOPPED;
     this.pending = NO_BUFFERS;
-    if (this.close.state === "open" && this.handler.deferCloseReply?.() === true) {
+    if (this.state === "open" && this.handler.deferCloseReply?.() === true) {
       // Nothing more is read; what is being prepared may still be sent, then the reply.
       this.owedCloseReply = code;
       this.handler.closeReceived(code, reason);
@@ -635,14 +654,14 @@ export class Protocol {
     const code = this.owedCloseReply;
     if (code === null) return;
     this.owedCloseReply = null;
-    if (this.close.state === "closed") return;
+    if (this.state === "closed") return;
     this.answerClose(code);
     // Section 7.1.1: the server closes TCP first; the client waits for it.
     if (this.role === "server") this.handler.closeTransport();
   }
 
   private answerClose(code: number): void {
-    if (this.close.state === "open") {
+    if (this.state === "open") {
       this.close.initiator = "remote";
       // Echo the code we received (section 5.5.1); no code if the peer sent none.
       const echoCode = code === CloseCode.NoStatus ? undefined : code;
@@ -659,19 +678,19 @@ export class Protocol {
 
   /** Fail the WebSocket connection (section 7.1.7). */
   fail(error: ProtocolError): void {
-    if (this.parseState === STOPPED && this.close.state === "closed") return;
+    if (this.parseState === STOPPED && this.state === "closed") return;
     this.parseState = STOPPED;
     this.pending = NO_BUFFERS;
     this.fragments = NO_BUFFERS;
     this.pieces = NO_BUFFERS;
-    if (this.close.state === "open") {
+    if (this.state === "open") {
       this.close.initiator = "local";
       const reason = truncateReason(error.message);
       this.close.sent = { code: error.closeCode, reason };
       this.writeFrame(Opcode.Close, encodeClosePayload(error.closeCode, reason), true, false);
     }
     this.close.failed = true;
-    if (this.close.state !== "closed") this.close.transition("fail");
+    if (this.state !== "closed") this.close.transition("fail");
     this.handler.error(error);
     this.handler.closeTransport();
   }
@@ -683,7 +702,7 @@ export class Protocol {
    * (RFC 7692). Returns false when the connection no longer accepts messages.
    */
   sendMessage(payload: Uint8Array, isBinary: boolean, compressed = false): boolean {
-    if (this.close.state !== "open") return false;
+    if (this.state !== "open") return false;
     if (this.sendingFragmented)
       throw usageError(Error, "WS_ERR_MESSAGE_IN_PROGRESS", "a fragmented message is being sent");
     this.writeFrame(isBinary ? Opcode.Binary : Opcode.Text, payload, true, compressed);
@@ -695,7 +714,7 @@ export class Protocol {
    * for a compressed message, RSV1; the others are continuations.
    */
   sendFragment(payload: Uint8Array, isBinary: boolean, fin: boolean, compressed = false): boolean {
-    if (this.close.state !== "open") return false;
+    if (this.state !== "open") return false;
     const first = !this.sendingFragmented;
     const opcode = first ? (isBinary ? Opcode.Binary : Opcode.Text) : Opcode.Continuation;
     this.sendingFragmented = !fin;
@@ -705,14 +724,14 @@ export class Protocol {
 
   ping(payload: Uint8Array = EMPTY): boolean {
     checkControlPayload(payload);
-    if (this.close.state !== "open") return false;
+    if (this.state !== "open") return false;
     this.writeFrame(Opcode.Ping, payload, true, false);
     return true;
   }
 
   pong(payload: Uint8Array = EMPTY): boolean {
     checkControlPayload(payload);
-    if (this.close.state !== "open") return false;
+    if (this.state !== "open") return false;
     this.writeFrame(Opcode.Pong, payload, true, false);
     return true;
   }
@@ -723,7 +742,7 @@ export class Protocol {
    */
   sendClose(code?: number, reason = ""): boolean {
     const payload = encodeClosePayload(code, reason);
-    if (this.close.state !== "open") return false;
+    if (this.state !== "open") return false;
     this.close.initiator = "local";
     this.close.sent = { code: code ?? CloseCode.NoStatus, reason };
     this.close.transition("send-close");
