@@ -82,7 +82,7 @@ export interface ServiceMount {
   service(name: string): ServiceHost | undefined;
   /** The topic hub (subscriber counts, dropped messages), for tests and metrics. */
   readonly topics: TopicHub;
-  /** The live WebSocket connections. */
+  /** The live WebSocket connections (a new set on each read, gathered from the services). */
   readonly connections: ReadonlySet<WebSocketConnection>;
   /** Reloads the services that use `file` (what `watch` does on a change). */
   reload(file: string): Promise<void>;
@@ -191,7 +191,17 @@ export async function createServiceMount(options: ServiceMountOptions): Promise<
     },
   });
   await topics.start();
-  const connections = new Set<WebSocketConnection>();
+  /**
+   * The live connections, from the hosts that hold them: the mount keeps no set of its own,
+   * so a connection costs it neither an entry nor a close listener.
+   */
+  const liveConnections = (): Set<WebSocketConnection> => {
+    const live = new Set<WebSocketConnection>();
+    for (const serviceHost of hosts.values()) {
+      for (const conn of serviceHost.connections()) live.add(conn);
+    }
+    return live;
+  };
   const accepted = new WeakMap<UpgradeHttpRequest, Accepted>();
   /** The path an adapter routed an upgrade by, where it is not the request's own URL. */
   const routedUrls = new WeakMap<UpgradeHttpRequest, string>();
@@ -311,12 +321,6 @@ export async function createServiceMount(options: ServiceMountOptions): Promise<
     verify,
   };
 
-  // One listener for every connection, not a closure per connection: a closure made in
-  // mountUpgrade would share its scope with the `.then` below and keep the upgrade request (its
-  // headers and socket bookkeeping) alive for as long as the connection lives.
-  const forget = function (this: WebSocketConnection): void {
-    connections.delete(this);
-  };
   const onConnection = (conn: WebSocketConnection, request: UpgradeHttpRequest): void => {
     const entry = accepted.get(request);
     accepted.delete(request);
@@ -326,8 +330,6 @@ export async function createServiceMount(options: ServiceMountOptions): Promise<
     }
     const config = entry.host.serviceConfig;
     const id = nextClientId++;
-    connections.add(conn);
-    conn.on("close", forget);
     const url = urlOf(request);
     const queryAt = url.indexOf("?");
     const headers = selectHeaders(request, config?.headers ?? []);
@@ -368,7 +370,7 @@ export async function createServiceMount(options: ServiceMountOptions): Promise<
     for (const watcher of watchers.values()) watcher.close();
     watchers.clear();
     // Close every client with 1001 (section 7.4.1: the server is going away).
-    const closed = [...connections].map(
+    const closed = [...liveConnections()].map(
       (conn) =>
         new Promise<void>((resolve) => {
           if (conn.readyState === "closed") return resolve();
@@ -377,7 +379,7 @@ export async function createServiceMount(options: ServiceMountOptions): Promise<
         }),
     );
     await Promise.race([Promise.all(closed), sleep(Math.max(0, (deadline - Date.now()) / 2))]);
-    for (const conn of connections) conn.terminate();
+    for (const conn of liveConnections()) conn.terminate();
     await Promise.all(
       [...hosts.values()].map((serviceHost) =>
         serviceHost.stop(Math.max(100, deadline - Date.now())),
@@ -457,7 +459,9 @@ export async function createServiceMount(options: ServiceMountOptions): Promise<
       return undefined;
     },
     topics,
-    connections,
+    get connections() {
+      return liveConnections();
+    },
     reload: reloadUsers,
     shutdown() {
       shuttingDown ??= stopAll();

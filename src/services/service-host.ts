@@ -226,6 +226,11 @@ export class ServiceHost {
     return this.links.size;
   }
 
+  /** The connections attached to this service and not closed yet. */
+  *connections(): IterableIterator<WebSocketConnection> {
+    for (const link of this.links.values()) yield link.conn;
+  }
+
   /** The configuration of the running service (null before its first load). */
   get serviceConfig(): ResolvedServiceConfig | null {
     return this.config;

@@ -2,7 +2,7 @@ import { createServer, type IncomingMessage, type Server } from "node:http";
 import type { Duplex } from "node:stream";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { type Attachment, attach } from "../../src/adapters/attach.js";
-import { client, upgradeRequest } from "../services/helpers.js";
+import { client, eventually, upgradeRequest } from "../services/helpers.js";
 import { closeServer, listen, plainServer } from "./harness.js";
 import { adapterSuite, fixtureRouter } from "./suite.js";
 
@@ -68,6 +68,28 @@ describe("attach() beside other upgrade listeners", () => {
     // Under its path but not routed by its router: not the services' to answer either.
     expect((await upgradeRequest(port, "/ws/nowhere")).status).toBe(418);
     expect(other).toEqual(["websocket /legacy/feed", "h2c /ws", "websocket /ws/nowhere"]);
+  });
+
+  it("lists its live connections, and forgets each once it closes", async () => {
+    const before = attached.mount.connections.size;
+    const a = await client(`ws://127.0.0.1:${port}/ws/echo`);
+    const b = await client(`ws://127.0.0.1:${port}/ws/echo`);
+    // Each is listed once its service holds it: an echo proves the open reached the service.
+    a.ws.send("a");
+    b.ws.send("b");
+    expect([await a.next(), await b.next()]).toEqual(["a", "b"]);
+    expect(attached.mount.connections.size).toBe(before + 2);
+    a.ws.close(1000);
+    await a.closed;
+    await eventually(
+      () => attached.mount.connections.size === before + 1,
+      5_000,
+      "a to be forgotten",
+    );
+    for (const conn of attached.mount.connections) expect(conn.readyState).toBe("open");
+    b.ws.close(1000);
+    await b.closed;
+    await eventually(() => attached.mount.connections.size === before, 5_000, "b to be forgotten");
   });
 
   it("stops answering once closed, and leaves the server serving plain requests", async () => {
