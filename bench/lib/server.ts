@@ -13,7 +13,11 @@ import { rootDir, track, withFileLimit } from "./proc.js";
 
 export type Isolation = "main" | "worker" | "process";
 export type Peer = "ws" | "uws";
-export type ServerKind = "switchboard" | "switchboard-plain" | Peer;
+/**
+ * "switchboard-plain": the protocol server without services (echo --plain); "reference": a
+ * measuring stick that is not a WebSocket server (the connect suite's node:net floor).
+ */
+export type ServerKind = "switchboard" | "switchboard-plain" | "reference" | Peer;
 
 /**
  * How the servers run: "compiled", tsc's output in bench/.build/js with plain node, as

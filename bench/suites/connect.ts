@@ -13,9 +13,15 @@ import { formatFixed, formatPct, formatRate, table } from "../lib/format.js";
 import { type Outcome, runGenerator } from "../lib/generator.js";
 import type { Placement } from "../lib/machine.js";
 import { caseResult, caseTotals, measureCases } from "../lib/measure.js";
-import { intFlag } from "../lib/options.js";
+import { intFlag, switchFlag } from "../lib/options.js";
 import type { SharedOptions, Suite, SuiteContext, SuiteResult } from "../lib/result.js";
-import { peerSpecs, type RunningServer, type ServerSpec, switchboardSpecs } from "../lib/server.js";
+import {
+  peerSpecs,
+  type RunningServer,
+  type ServerSpec,
+  serverScript,
+  switchboardSpecs,
+} from "../lib/server.js";
 import {
   compareServers,
   coreFigures,
@@ -35,6 +41,8 @@ const CONNECTION_TIMEOUT_MS = 5_000;
 
 export interface ConnectOptions {
   rounds: number;
+  /** Also measure bench/servers/net-floor.ts, the least a Node server does per connection. */
+  floor: boolean;
   warmupMs: number;
   durationMs: number;
   concurrency: number;
@@ -61,13 +69,24 @@ interface ConnectLine extends WindowFields {
 
 type ConnectOutcome = Outcome<ConnectLine>;
 
-function serverSpecs(shared: SharedOptions, uws: boolean): ServerSpec[] {
+const FLOOR_NAME = "node:net floor";
+
+function serverSpecs(shared: SharedOptions, opts: ConnectOptions, uws: boolean): ServerSpec[] {
   // Services here run on the I/O thread or in a worker; "process" is not measured.
   const isolation = shared.isolation.filter((mode) => mode !== "process");
-  return [
+  const specs = [
     ...switchboardSpecs(isolation, "switchboard-service.ts"),
     ...peerSpecs(shared.peers, uws, { ws: "ws-echo.ts", uws: "uws-echo.ts" }),
   ];
+  if (opts.floor) {
+    specs.push({
+      name: FLOOR_NAME,
+      kind: "reference",
+      script: serverScript("net-floor.ts"),
+      args: [],
+    });
+  }
+  return specs;
 }
 
 function runConnect(
@@ -102,14 +121,26 @@ function runConnect(
   });
 }
 
-/** Switchboard against each peer (main against ws has the target), and worker against main. */
+/**
+ * Switchboard against each peer (main against ws has the target), worker against main, and the
+ * Node servers against the floor: how much of what node:net allows each one reaches.
+ */
 function ratioSpecs(specs: ServerSpec[]): RatioSpec[] {
   // Worker against main: the cost of attaching each connection to a service in a worker.
-  return compareServers(specs, {
+  const out = compareServers(specs, {
     vsPeer: (ours, peer) =>
       ours.isolation === "main" && peer.kind === "ws" ? TARGET_VS_WS : undefined,
     workerVsMain: TARGET_WORKER_VS_MAIN,
   });
+  const floor = specs.find((s) => s.kind === "reference");
+  if (floor) {
+    for (const spec of specs) {
+      if ((spec.kind === "switchboard" && spec.isolation === "main") || spec.kind === "ws") {
+        out.push({ ours: spec.name, peer: floor.name, chart: false });
+      }
+    }
+  }
+  return out;
 }
 
 export async function runConnectSuite(
@@ -120,7 +151,7 @@ export async function runConnectSuite(
   const started = Date.now();
   const binary = ctx.generators.connect;
   if (!binary) throw new Error("the connect generator was not built");
-  const specs = serverSpecs(shared, ctx.uwsVersion !== undefined);
+  const specs = serverSpecs(shared, opts, ctx.uwsVersion !== undefined);
   const c = {
     id: `c${opts.concurrency}`,
     label: `${opts.concurrency} concurrent connectors`,
@@ -218,6 +249,11 @@ export async function runConnectSuite(
       "generator CPU: highest of its runs\n" +
       "RSS: the server's resident memory at the end of the measured window (highest of its runs)\n" +
       "spread: (max - min) / median handshakes/s across rounds\n" +
+      (opts.floor
+        ? `${FLOOR_NAME}: not a WebSocket server; the least a Node server does per connection on\n` +
+          "  node:net (101 with the accept value, then a close frame and FIN, nothing checked): the\n" +
+          "  ratios against it say how much of what Node allows each server's own work uses\n"
+        : "") +
       `targets: switchboard main >= ${TARGET_VS_WS.toFixed(2)} x ws; worker / main >= ` +
       `${TARGET_WORKER_VS_MAIN.toFixed(2)}`,
   );
@@ -230,7 +266,13 @@ export async function runConnectSuite(
     description:
       `${opts.concurrency} connections in progress at once, each going through TCP connect, the ` +
       "opening handshake (fresh key, accept checked), a closing handshake with code 1000 and the " +
-      "server's FIN.",
+      "server's FIN." +
+      (opts.floor
+        ? ` The ${FLOOR_NAME} (bench/servers/net-floor.ts) is not a WebSocket server but the ` +
+          "least a Node server does per connection: a 101 with the accept value, then a close " +
+          "frame and FIN, nothing checked. The ratios against it say how much of what node:net " +
+          "allows each server's own work uses."
+        : ""),
     options: opts,
     servers: specs,
     cases: [result],
@@ -247,8 +289,16 @@ export const connectSuite: Suite<ConnectOptions> = {
   title: "connect",
   usage: `  --concurrency N       connections in progress at once (default 32)
   --warmup-ms N         warm-up before each measurement (default 1000; --quick 100)
-  --duration-ms N       measured window per run (default 3000; --quick 400)`,
-  flags: { "--concurrency": "value", "--warmup-ms": "value", "--duration-ms": "value" },
+  --duration-ms N       measured window per run (default 3000; --quick 400)
+  --floor, --no-floor   the node:net floor too, bench/servers/net-floor.ts (default: yes;
+                        --quick: no)`,
+  flags: {
+    "--concurrency": "value",
+    "--warmup-ms": "value",
+    "--duration-ms": "value",
+    "--floor": "switch",
+    "--no-floor": "switch",
+  },
   generators: ["connect"],
   startsServers: true,
   options(shared, flags) {
@@ -258,11 +308,12 @@ export const connectSuite: Suite<ConnectOptions> = {
       warmupMs: intFlag(flags, "--warmup-ms", quick ? 100 : 1000, 0, 60_000),
       durationMs: intFlag(flags, "--duration-ms", quick ? 400 : 3000, 100, 120_000),
       concurrency: intFlag(flags, "--concurrency", 32, 1, 1024),
+      floor: switchFlag(flags, "--floor") || (!quick && !switchFlag(flags, "--no-floor")),
       pauseMs: quick ? 200 : 300,
     };
   },
   estimateS(shared, opts, uws) {
-    const runs = serverSpecs(shared, uws).length * opts.rounds;
+    const runs = serverSpecs(shared, opts, uws).length * opts.rounds;
     return runs * ((opts.warmupMs + opts.durationMs + opts.pauseMs) / 1000 + 0.3) + 3;
   },
   run: runConnectSuite,

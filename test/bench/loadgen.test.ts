@@ -239,7 +239,7 @@ describe("how the servers run", () => {
   // resolves), then started as every suite starts it, with the service in a worker thread (which
   // loads the compiled runtime and the compiled service), and echoing.
   it.skipIf(!cc)(
-    "compiles the servers, which run with plain node: the service server with a worker, and ws",
+    "compiles the servers, which run with plain node: the service server with a worker, ws, and the connect floor",
     async () => {
       // A fresh clone has no bench/.build yet.
       mkdirSync(benchBuildDir, { recursive: true });
@@ -268,6 +268,26 @@ describe("how the servers run", () => {
           } finally {
             await stopServer(server);
           }
+        }
+        // The connect suite's floor is a measuring stick only if the generator's checks of
+        // every upgrade, close frame and FIN pass against it too.
+        const floor: ServerSpec = {
+          name: "node:net floor",
+          kind: "reference",
+          script: serverScript("net-floor.ts"),
+          args: [],
+        };
+        const server = await startServer(floor, { where: { note: "not pinned" }, jsDir });
+        try {
+          const result = await runGenerator<{ handshakes: number; errors: number }>(
+            binaries.connect!,
+            ["--port", String(server.port), "--path", "/echo", "--concurrency", "4", ...WINDOW],
+            RUN,
+          );
+          expect(result).toMatchObject({ ok: true, errors: 0 });
+          if (result.ok) expect(result.handshakes).toBeGreaterThan(0);
+        } finally {
+          await stopServer(server);
         }
       } finally {
         rmSync(jsDir, { recursive: true, force: true });
