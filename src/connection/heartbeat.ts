@@ -60,14 +60,21 @@ export class HeartbeatSchedule {
     }
   }
 
+  /**
+   * The timer stays until a sweep finds nobody: short connections come and go many times a
+   * period, and a timer stopped at each empty moment would be made again for the next one.
+   */
   delete(member: HeartbeatMember): void {
-    if (!this.#members.delete(member) || this.#members.size > 0) return;
-    if (this.#timer !== null) clearInterval(this.#timer);
-    this.#timer = null;
+    this.#members.delete(member);
   }
 
   get size(): number {
     return this.#members.size;
+  }
+
+  /** Whether the sweep's timer exists (it ends at the first sweep with no members). */
+  get ticking(): boolean {
+    return this.#timer !== null;
   }
 
   pong(member: HeartbeatMember): void {
@@ -76,6 +83,11 @@ export class HeartbeatSchedule {
   }
 
   #sweep(): void {
+    if (this.#members.size === 0) {
+      clearInterval(this.#timer!);
+      this.#timer = null;
+      return;
+    }
     const now = ++this.#sweeps;
     // A member may leave (or others join) from inside its callback: a Map iterates safely over
     // deletions, and members added now are first due an interval from now anyway.

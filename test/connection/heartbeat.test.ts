@@ -56,6 +56,21 @@ describe("shared heartbeat schedule", () => {
     expect(members.map((rec) => rec.pings.length)).toEqual(pings);
   });
 
+  it("keeps its timer while members come and go, and ends it at the first sweep with none", async () => {
+    const first = member();
+    const schedule = start(first, 40, 40);
+    expect(schedule.ticking).toBe(true);
+    schedule.delete(first);
+    // Emptied and refilled within a period: the same timer serves the newcomer.
+    const second = member();
+    expect(start(second, 40, 40)).toBe(schedule);
+    expect(schedule.ticking).toBe(true);
+    await waitUntil(() => second.pings.length > 0, WAIT, "the newcomer's ping");
+    schedule.delete(second);
+    await waitUntil(() => !schedule.ticking, WAIT, "the timer to end");
+    expect(first.pings).toEqual([]);
+  });
+
   it("pings every interval a member that answers, and never times it out", async () => {
     const rec = member();
     const schedule = start(rec, 30, 60);
