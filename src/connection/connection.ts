@@ -570,10 +570,10 @@ export class WebSocketConnection extends EventEmitter<WebSocketConnectionEvents>
     this.stopHeartbeat();
     this.senderInstance?.stop();
     this.endAfterFlush = true;
-    if (!this.flushScheduled) {
-      this.flushScheduled = true;
-      scheduleFlush(this);
-    }
+    // Nothing can follow the close frame and the FIN, so there is nothing to gather them with:
+    // they leave now, with what this turn queued before them, instead of at the turn's end
+    // (a scheduled flush that still comes finds nothing to write).
+    this.flush();
     // Keep reading (and discarding) so the peer's late bytes never turn our FIN into a reset,
     // but not forever.
     if (this.readingPaused) {
