@@ -222,6 +222,12 @@ const RECYCLE_MIN_BYTES = 256 * 1024;
  * turn. (Batches of 256 KiB were slower: per-batch costs dominate there.)
  */
 const FULL_BYTES = 1024 * 1024;
+/**
+ * What a full batch of messages of 1 KiB or more takes: FULL_BYTES of payload and the headers
+ * (at most 1,024 of them). Buffers grow to this rather than doubling past it: a full batch ends
+ * a little past 1 MiB, and doubling there made a 2 MiB buffer whose second half was zeroed.
+ */
+const FULL_BUFFER = FULL_BYTES + 16 * 1024;
 /** A buffer larger than this (a batch with a huge message) is not kept idle in a pool. */
 const MAX_POOLED_BYTES = 16 * 1024 * 1024;
 
@@ -538,9 +544,11 @@ export class BatchWriter {
       // two here (up to twice the batch) would cost a memset of up to the batch's size.
       const wanted = needed <= INITIAL_BUFFER ? needed : needed + (needed >>> 3);
       size = Math.ceil(wanted / INITIAL_BUFFER) * INITIAL_BUFFER;
+      if (needed <= FULL_BUFFER && size > FULL_BUFFER) size = FULL_BUFFER;
     } else {
       size = this.buffer.length * 2;
       while (size < needed) size *= 2;
+      if (needed <= FULL_BUFFER && size > FULL_BUFFER) size = FULL_BUFFER;
     }
     const previous = this.buffer;
     const previousFresh = this.fresh;

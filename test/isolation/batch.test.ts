@@ -326,6 +326,31 @@ describe("BatchWriter, packed: the transferred buffer", () => {
     expect(batch.length).toBe(12 + 8);
   });
 
+  it("grows to what a full batch takes, not to the next power of two past it", () => {
+    const writer = new BatchWriter(true);
+    const message = Buffer.alloc(4096, 7);
+    let added = 0;
+    while (!writer.full) {
+      writer.addMessage(Event.Message, 1, 1, message);
+      added++;
+    }
+    // 1 MiB of payload in 4 KiB messages, each with its 12-byte header: just past 1 MiB.
+    expect(added).toBe(256);
+    const first = take(writer).batch;
+    expect(first.length).toBe(256 * (4096 + 12));
+    const limit = 1024 * 1024 + 16 * 1024;
+    expect(first.buffer!.byteLength).toBeLessThanOrEqual(limit);
+    // The next batch starts from the last one's size, within the same bound.
+    writer.addMessage(Event.Message, 1, 1, message);
+    expect(take(writer).batch.buffer!.byteLength).toBeLessThanOrEqual(limit);
+    // A batch that needs more than that still gets it.
+    writer.addMessage(Event.Message, 1, 1, Buffer.alloc(2 * 1024 * 1024, 1));
+    const big = take(writer).batch;
+    expect(big.buffer!.byteLength).toBeGreaterThanOrEqual(2 * 1024 * 1024 + 12);
+    const payload = decode(big)[0]![4] as Buffer;
+    expect(Buffer.compare(payload, Buffer.alloc(2 * 1024 * 1024, 1))).toBe(0);
+  });
+
   it("can be transferred, which detaches it, and the clone reads the same records", () => {
     const writer = new BatchWriter(true);
     writer.addHot(Event.Message, 1, 0, "text ✓");
