@@ -296,8 +296,14 @@ export class BatchWriter {
    * buffer left once that way; past `offset` it holds only earlier batches of this writer.)
    */
   private fresh = false;
-  /** Capacity to start the next batch with: what the last one needed, so it rarely grows. */
+  /**
+   * Capacity to start the next batch with: what the larger of the last two needed, so it rarely
+   * grows. Under load full batches alternate with a turn's remainder, and sized from the
+   * remainder alone the next full batch grew (a copy of all it held) two times in three.
+   */
   private nextSize = INITIAL_BUFFER;
+  /** What the last batch needed. */
+  private lastNeeded = INITIAL_BUFFER;
   /** Buffers of ours the other side is done with, ready for the next batches. */
   private readonly pool: ArrayBuffer[] = [];
   /** Buffers of the other side's batches that we are done with, to hand back. */
@@ -472,7 +478,9 @@ export class BatchWriter {
       // Allocated here, never from Node's shared pool, so it can be transferred as it is.
       buffer = this.buffer.buffer as ArrayBuffer;
       if (this.fresh) this.buffer.fill(0, this.offset);
-      this.nextSize = Math.max(INITIAL_BUFFER, this.offset);
+      const needed = Math.max(INITIAL_BUFFER, this.offset);
+      this.nextSize = Math.max(needed, this.lastNeeded);
+      this.lastNeeded = needed;
     }
     const transfer = buffer === null ? [] : [buffer];
     let returned: ArrayBuffer[] | undefined;
@@ -539,7 +547,7 @@ export class BatchWriter {
     if (this.buffer !== null && needed <= this.buffer.length) return;
     let size: number;
     if (this.buffer === null) {
-      // A new batch starts with what the last one needed and an eighth more, in steps of
+      // A new batch starts with what the last ones needed and an eighth more, in steps of
       // INITIAL_BUFFER: a fresh buffer's unused tail is zeroed before it leaves, so a power of
       // two here (up to twice the batch) would cost a memset of up to the batch's size.
       const wanted = needed <= INITIAL_BUFFER ? needed : needed + (needed >>> 3);

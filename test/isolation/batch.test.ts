@@ -351,6 +351,24 @@ describe("BatchWriter, packed: the transferred buffer", () => {
     expect(Buffer.compare(payload, Buffer.alloc(2 * 1024 * 1024, 1))).toBe(0);
   });
 
+  it("starts a batch big enough for the larger of the last two, so alternating sizes do not grow", () => {
+    const writer = new BatchWriter(true);
+    const message = Buffer.alloc(4096, 7);
+    const fill = (): void => {
+      while (!writer.full) writer.addMessage(Event.Message, 1, 1, message);
+    };
+    fill();
+    take(writer);
+    // A turn's remainder, then another full batch: it starts in a buffer that holds it all.
+    writer.addMessage(Event.Message, 1, 1, message);
+    take(writer);
+    const before = writer.allocated;
+    fill();
+    take(writer);
+    // One allocation for the batch, none for growing it (a growth allocates once more).
+    expect(writer.allocated - before).toBe(1);
+  });
+
   it("can be transferred, which detaches it, and the clone reads the same records", () => {
     const writer = new BatchWriter(true);
     writer.addHot(Event.Message, 1, 0, "text ✓");
