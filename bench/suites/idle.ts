@@ -566,34 +566,33 @@ export async function runIdleSuite(
 
   const runs: Record<string, RunOutcome[]> = Object.fromEntries(specs.map((s) => [s.name, []]));
   for (let round = 0; round < opts.rounds; round++) {
-    // Fresh servers each round: a server that has held N connections keeps some of that memory,
-    // and its next "before" reading would hide part of the next run's growth. All of the round's
-    // servers start together (an idle server costs no CPU) and are measured one at a time,
-    // rotating who goes first.
-    const servers: IdleServer[] = [];
-    try {
-      const starts = await Promise.allSettled(
-        specs.map((spec) => startIdleServer(spec, ctx, fileLimit)),
-      );
-      for (const [i, result] of starts.entries()) {
-        if (result.status === "fulfilled") servers.push(result.value);
-        else runs[specs[i].name].push({ ok: false, error: String(result.reason) });
+    // A fresh server for each measurement: a server that has held N connections keeps some of
+    // that memory, and its next "before" reading would hide part of the next run's growth. Each
+    // starts right before it is measured, not all of a round's together: a few seconds after a
+    // burst of allocation V8's memory reducer gives back the heap's free pages (30 -> 14 MiB of
+    // heap, 102 -> 81 MiB RSS for the service server after the warm-up), so a server that
+    // waited for its turn had a smaller "before" than the first one measured, and the order
+    // decided its figure. The order still rotates from round to round.
+    for (const spec of rotated(specs, round)) {
+      let idle: IdleServer;
+      try {
+        idle = await startIdleServer(spec, ctx, fileLimit);
+      } catch (error) {
+        runs[spec.name].push({ ok: false, error: String(error) });
+        continue;
       }
-      for (const idle of servers) {
+      try {
         const notice =
-          `${idle.server.spec.name}: its limit on open files is ${idle.fileLimit}; it could not ` +
+          `${spec.name}: its limit on open files is ${idle.fileLimit}; it could not ` +
           `be raised to ${fileLimit}`;
         if (idle.fileLimit < fileLimit && !notices.includes(notice)) notices.push(notice);
-      }
-      for (const idle of rotated(servers, round)) {
         let outcome: RunOutcome;
         try {
           outcome = await measure(idle, opts, ctx, fileLimit);
         } catch (error) {
           outcome = { ok: false, error: error instanceof Error ? error.message : String(error) };
         }
-        runs[idle.server.spec.name].push(outcome);
-        await stopServer(idle.server);
+        runs[spec.name].push(outcome);
         const shown = outcome.ok
           ? `${kib(outcome.kib_per_conn)} KiB/conn (RSS ${mib(outcome.rss_before_kib / 1024)} -> ` +
             `${mib(outcome.rss_after_kib / 1024)} MiB; before GC ${kib(outcome.kib_per_conn_no_gc)}), ` +
@@ -601,12 +600,10 @@ export async function runIdleSuite(
             `generators <= ${formatPct(outcome.generator_cpu_pct)}), closed in ` +
             `${secs(outcome.close_s)} s${outcome.settled ? "" : ", RSS not settled"}`
           : `error: ${outcome.error}`;
-        ctx.log(
-          `  round ${round + 1}/${opts.rounds}  ${idle.server.spec.name.padEnd(18)} ${shown}`,
-        );
+        ctx.log(`  round ${round + 1}/${opts.rounds}  ${spec.name.padEnd(18)} ${shown}`);
+      } finally {
+        await stopServer(idle.server);
       }
-    } finally {
-      await Promise.all(servers.map((idle) => stopServer(idle.server)));
     }
   }
 
