@@ -552,12 +552,11 @@ export class BatchWriter {
       // two here (up to twice the batch) would cost a memset of up to the batch's size.
       const wanted = needed <= INITIAL_BUFFER ? needed : needed + (needed >>> 3);
       size = Math.ceil(wanted / INITIAL_BUFFER) * INITIAL_BUFFER;
-      if (needed <= FULL_BUFFER && size > FULL_BUFFER) size = FULL_BUFFER;
     } else {
       size = this.buffer.length * 2;
       while (size < needed) size *= 2;
-      if (needed <= FULL_BUFFER && size > FULL_BUFFER) size = FULL_BUFFER;
     }
+    if (needed <= FULL_BUFFER && size > FULL_BUFFER) size = FULL_BUFFER;
     const previous = this.buffer;
     const previousFresh = this.fresh;
     const next = Buffer.from(this.allocate(size));

@@ -4,13 +4,12 @@ import type {
   Engine,
   EngineHandlers,
   HistoryPolicy,
-  PresenceChange,
   PresenceMember,
-  TopicMessage,
 } from "../../src/engines/engine.js";
 import { EngineError } from "../../src/engines/engine.js";
 import { MemoryBus, MemoryEngine } from "../../src/engines/memory.js";
 import { engineContract } from "./contract.js";
+import { recorder } from "./recorder.js";
 
 /** Several MemoryEngines on one bus, with a clock the tests move. */
 function memoryNodes(count: number) {
@@ -97,24 +96,7 @@ engineContract("memory, replies and deliveries deferred", async (count) => {
 
 // ─────────────────────────── memory-specific ───────────────────────────
 
-interface Recorded {
-  messages: TopicMessage[];
-  changes: PresenceChange[];
-  handlers: EngineHandlers;
-}
-
-function recorder(): Recorded {
-  const messages: TopicMessage[] = [];
-  const changes: PresenceChange[] = [];
-  return {
-    messages,
-    changes,
-    handlers: {
-      message: (message) => messages.push(message),
-      presence: (change) => changes.push(change),
-    },
-  };
-}
+type Recorded = ReturnType<typeof recorder>;
 
 const text = (value: string) => new TextEncoder().encode(value);
 
