@@ -41,7 +41,9 @@ import { type BatchItem, decodeBatch, encodeBatch } from "./nats-batch.js";
  *   publishers' sends can cross, so a node delivers in offset order: a message ahead of the next
  *   expected one waits (at most `reorderMs`) for the missing ones, which are then read from the
  *   stream if they did not come. Core NATS is at-most-once; the same read-back fills the gap a
- *   reconnection left.
+ *   reconnection left. A lost send that no later one reveals (the last of a burst) is found by
+ *   the tail check: once a topic this node heard from has been quiet for `tailCheckMs`, the node
+ *   reads the subject's last offset and reads back what it is missing.
  * - The policy is applied when history is read (the newest `limit` messages, younger than
  *   `ttlMs`, after the last message that was not kept) and the stream is trimmed per subject now
  *   and then. The subject's last message is always kept, since it carries the counter; a
@@ -64,6 +66,11 @@ export interface NatsEngineOptions {
   heartbeatMs?: number;
   /** How long a message ahead of the next expected one waits for the missing ones (default 100 ms). */
   reorderMs?: number;
+  /**
+   * How long a topic must be quiet, after a message, before this node checks the stream for
+   * later messages whose fan-out never came (default 500 ms).
+   */
+  tailCheckMs?: number;
   /** History ages are measured with this clock when given (tests). */
   now?: () => number;
 }
@@ -95,6 +102,9 @@ interface TopicState {
   ahead: Map<number, TopicMessage>;
   timer: NodeJS.Timeout | null;
   repairing: boolean;
+  /** When the last message came (performance.now()), and the pending tail check. */
+  heardAt: number;
+  tailTimer: NodeJS.Timeout | null;
 }
 
 interface Queued {
@@ -118,6 +128,7 @@ export class NatsEngine implements Engine {
   private readonly presenceTtlMs: number;
   private readonly heartbeatMs: number;
   private readonly reorderMs: number;
+  private readonly tailCheckMs: number;
   private readonly now: () => number;
   private readonly connection: string | ConnectionOptions | undefined;
   private nc: NatsConnection | null = null;
@@ -148,8 +159,15 @@ export class NatsEngine implements Engine {
     this.presenceTtlMs = options.presenceTtlMs ?? 10_000;
     this.heartbeatMs = options.heartbeatMs ?? Math.max(50, Math.floor(this.presenceTtlMs / 3));
     this.reorderMs = options.reorderMs ?? 100;
+    this.tailCheckMs = options.tailCheckMs ?? 500;
     this.now = options.now ?? Date.now;
     this.connection = options.nats;
+    if (!(this.tailCheckMs > 0 && Number.isFinite(this.tailCheckMs))) {
+      throw new EngineError(
+        "ENGINE_INVALID_OPTIONS",
+        `tailCheckMs must be a positive number of milliseconds, not ${this.tailCheckMs}`,
+      );
+    }
     if (this.heartbeatMs >= this.presenceTtlMs) {
       throw new EngineError(
         "ENGINE_INVALID_OPTIONS",
@@ -351,6 +369,8 @@ export class NatsEngine implements Engine {
       ahead: new Map(),
       timer: null,
       repairing: false,
+      heardAt: 0,
+      tailTimer: null,
     });
     // The server has the subscription once a round trip confirms it.
     await this.nc!.flush();
@@ -361,7 +381,7 @@ export class NatsEngine implements Engine {
     const state = this.topics.get(topic);
     if (state === undefined) return;
     this.topics.delete(topic);
-    if (state.timer !== null) clearTimeout(state.timer);
+    stopTimers(state);
     state.subscription.unsubscribe();
   }
 
@@ -432,7 +452,7 @@ export class NatsEngine implements Engine {
     this.closed = true;
     if (this.heartbeat !== null) clearInterval(this.heartbeat);
     for (const [topic, state] of [...this.topics]) {
-      if (state.timer !== null) clearTimeout(state.timer);
+      stopTimers(state);
       state.subscription.unsubscribe();
       this.topics.delete(topic);
     }
@@ -456,6 +476,8 @@ export class NatsEngine implements Engine {
       return;
     }
     const message = incoming.message;
+    state.heardAt = performance.now();
+    state.tailTimer ??= setTimeout(() => this.checkTail(topic, state), this.tailCheckMs);
     const last = state.last;
     if (state.repairing) {
       state.ahead.set(message.offset, message);
@@ -531,6 +553,35 @@ export class NatsEngine implements Engine {
       if (last !== null && last.epoch === message.epoch && message.offset <= last.offset) continue;
       this.deliverMessage(topic, state, message);
     }
+  }
+
+  /**
+   * Once the topic has been quiet for `tailCheckMs`: whether the stream holds messages after the
+   * last one delivered here (sends lost with nothing after them to reveal the gap), and if so
+   * reads them back.
+   */
+  private checkTail(topic: string, state: TopicState): void {
+    state.tailTimer = null;
+    if (this.closed || this.topics.get(topic) !== state) return;
+    const quiet = performance.now() - state.heardAt;
+    if (quiet < this.tailCheckMs || state.repairing) {
+      // Still busy (a later message reveals any gap), or a repair is under way: look again.
+      const wait = state.repairing ? this.tailCheckMs : this.tailCheckMs - quiet;
+      state.tailTimer = setTimeout(() => this.checkTail(topic, state), wait);
+      return;
+    }
+    const since = state.last;
+    if (since === null) return;
+    this.readLast(topic).then(
+      (stored) => {
+        if (stored === null || this.topics.get(topic) !== state || state.last !== since) return;
+        if (stored.epoch !== since.epoch || stored.offset > since.offset) {
+          void this.repair(topic, state, since);
+        }
+      },
+      // NATS is unreachable: the reconnection reads back what was missed.
+      () => undefined,
+    );
   }
 
   private deliverMessage(topic: string, state: TopicState, message: TopicMessage): void {
@@ -784,6 +835,11 @@ export class NatsEngine implements Engine {
 }
 
 /** A topic or id as a subject token and KV key part: base64url, "=" for the empty string. */
+function stopTimers(state: TopicState): void {
+  if (state.timer !== null) clearTimeout(state.timer);
+  if (state.tailTimer !== null) clearTimeout(state.tailTimer);
+}
+
 function token(value: string): string {
   return value === "" ? "=" : Buffer.from(value, "utf8").toString("base64url");
 }
