@@ -54,6 +54,8 @@ const CONFIG = {
 interface Node {
   child: ChildProcess;
   port: number;
+  /** What the node printed so far (warnings and errors). */
+  output(): string;
   url(path: string): string;
 }
 
@@ -105,7 +107,12 @@ function scaleOut(
       const match = /listening on ws:\/\/127\.0\.0\.1:(\d+)/.exec(output);
       if (match === null) throw new Error(`a node did not start: ${output}`);
       const port = Number(match[1]);
-      const node = { child, port, url: (path: string) => `ws://127.0.0.1:${port}${path}` };
+      const node = {
+        child,
+        port,
+        output: () => output,
+        url: (path: string) => `ws://127.0.0.1:${port}${path}`,
+      };
       nodes.push(node);
       return node;
     }
@@ -169,8 +176,15 @@ function scaleOut(
         }),
       );
       const total = perPublisher * publishers.length;
-      for (const listener of listeners) {
-        await waitFor(() => data(listener).length >= total, 20_000, `${total} messages`);
+      try {
+        for (const listener of listeners) {
+          await waitFor(() => data(listener).length >= total, 20_000, `${total} messages`);
+        }
+      } catch (error) {
+        // What each listener got and what the nodes said, to tell loss from a failed publish.
+        const counts = listeners.map((listener) => data(listener).length).join(", ");
+        const said = started.map((node, i) => `node ${i}:\n${node.output()}`).join("\n");
+        throw new Error(`${(error as Error).message}; listeners got ${counts}\n${said}`);
       }
       await sleep(200);
       for (const listener of listeners) {
