@@ -1,49 +1,60 @@
-import { describe, expect, it } from "vitest";
+import { afterEach, beforeEach, describe, expect, it, vi } from "vitest";
 import { DeadlineSweep, sweepFor } from "../../src/connection/deadlines.js";
 
-const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
-
+// Fake timers (Date and setInterval together): the checks are exact, whatever the machine's load.
 describe("DeadlineSweep", () => {
-  it("reports each deadline once, in the order they fall due, at most a period late", async () => {
+  beforeEach(() => {
+    vi.useFakeTimers();
+  });
+  afterEach(() => {
+    vi.useRealTimers();
+  });
+
+  it("reports each deadline once, in the order they fall due, at most a period late", () => {
     const expired: Array<[string, number]> = [];
     const sweep = new DeadlineSweep<string>(40, (member) => expired.push([member, Date.now()]));
     const startedAt = new Map<string, number>();
     for (const name of ["a", "b", "c"]) {
       startedAt.set(name, Date.now());
       sweep.add(name);
-      await sleep(10);
+      vi.advanceTimersByTime(7);
     }
     expect(sweep.size).toBe(3);
-    const deadline = Date.now() + 2_000;
-    while (expired.length < 3 && Date.now() < deadline) await sleep(5);
+    // "a" is due 40 ms after it was added, 19 ms from now: nothing yet just before.
+    vi.advanceTimersByTime(18);
+    expect(expired).toEqual([]);
+    vi.advanceTimersByTime(100);
     expect(expired.map(([name]) => name)).toEqual(["a", "b", "c"]);
     for (const [name, at] of expired) {
-      const waited = at - (startedAt.get(name) ?? 0);
-      expect(waited).toBeGreaterThanOrEqual(39);
-      // A period is 5 ms here; timers on a busy test machine get a generous margin.
-      expect(waited).toBeLessThan(40 + 500);
+      const waited = at - startedAt.get(name)!;
+      // A period is 5 ms here (an eighth of 40, at least 5).
+      expect(waited).toBeGreaterThanOrEqual(40);
+      expect(waited).toBeLessThanOrEqual(40 + 5);
     }
     expect(sweep.size).toBe(0);
+    // The timer ended with the last deadline.
+    expect(vi.getTimerCount()).toBe(0);
   });
 
-  it("forgets a cancelled deadline and restarts one that is added again", async () => {
+  it("forgets a cancelled deadline and restarts one that is added again", () => {
     const expired: string[] = [];
     const sweep = new DeadlineSweep<string>(40, (member) => expired.push(member));
     sweep.add("cancelled");
     sweep.add("restarted");
     sweep.add("kept");
-    await sleep(20);
+    vi.advanceTimersByTime(20);
     sweep.delete("cancelled");
     sweep.add("restarted");
     expect([...sweep.members()]).toEqual(["kept", "restarted"]);
-    const deadline = Date.now() + 2_000;
-    while (expired.length < 2 && Date.now() < deadline) await sleep(5);
+    vi.advanceTimersByTime(25);
+    expect(expired).toEqual(["kept"]);
+    vi.advanceTimersByTime(20);
     expect(expired).toEqual(["kept", "restarted"]);
-    await sleep(60);
+    vi.advanceTimersByTime(200);
     expect(expired).toEqual(["kept", "restarted"]);
   });
 
-  it("lets a handler add and cancel deadlines while the sweep runs", async () => {
+  it("lets a handler add and cancel deadlines while the sweep runs", () => {
     const expired: string[] = [];
     const sweep: DeadlineSweep<string> = new DeadlineSweep<string>(20, (member) => {
       expired.push(member);
@@ -54,8 +65,11 @@ describe("DeadlineSweep", () => {
     });
     sweep.add("first");
     sweep.add("second");
-    const deadline = Date.now() + 2_000;
-    while (expired.length < 2 && Date.now() < deadline) await sleep(5);
+    vi.advanceTimersByTime(25);
+    expect(expired).toEqual(["first"]);
+    vi.advanceTimersByTime(25);
+    expect(expired).toEqual(["first", "again"]);
+    vi.advanceTimersByTime(100);
     expect(expired).toEqual(["first", "again"]);
   });
 
