@@ -494,15 +494,22 @@ export class ServiceHost {
     if (instance === null || instance.transport.isolation === "main") return;
     const limit = this.config!.watchdogMs;
     this.stopWatchdog();
-    this.watchdogTimer = setInterval(
+    const timer = setInterval(
       () => {
         const now = Date.now();
         if (instance.pingSentAt !== 0 && now - instance.pingSentAt > limit) {
-          this.logger.error(
-            { service: this.name, watchdogMs: limit },
-            "the service did not answer the watchdog; terminating it",
-          );
-          instance.transport.terminate();
+          // If this thread was the one held up, the answer may be waiting unread: timers run
+          // before the event loop polls for I/O. Judge once it has polled (an immediate runs
+          // after the poll phase), so a busy I/O thread never ends a healthy service.
+          const ping = instance.pingSentAt;
+          setImmediate(() => {
+            if (instance.pingSentAt !== ping || this.watchdogTimer !== timer) return;
+            this.logger.error(
+              { service: this.name, watchdogMs: limit, waitedMs: Date.now() - ping },
+              "the service did not answer the watchdog; terminating it",
+            );
+            instance.transport.terminate();
+          });
           return;
         }
         if (instance.pingSentAt === 0 && now - instance.lastHeard >= limit / 4) {
@@ -512,7 +519,8 @@ export class ServiceHost {
       },
       Math.max(25, Math.floor(limit / 4)),
     );
-    this.watchdogTimer.unref();
+    timer.unref();
+    this.watchdogTimer = timer;
   }
 
   private stopWatchdog(): void {

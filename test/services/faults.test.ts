@@ -115,30 +115,74 @@ describe.each<Isolation>(["worker", "process"])("faults in isolation %s", (isola
     },
   );
 
-  it("restarts a crash loop with growing delays and answers 503 with Retry-After meanwhile", async () => {
-    const delays: number[] = [];
-    for (let round = 0; round < 3; round++) {
-      let first: TestClient | null = null;
-      await eventually(
-        () => server.service("flaky.ts")?.status !== "backoff",
-        5_000,
-        "the backoff to pass",
-      );
-      first = await join("/flaky");
-      expect((await first.closed).code).toBe(1011);
-      await eventually(
-        () => server.service("flaky.ts")?.status === "backoff",
-        5_000,
-        "the restart to be scheduled",
-      );
-      const refused = await upgradeRequest(server.port, "/flaky");
-      expect(refused.status).toBe(503);
-      expect(Number(refused.headers["retry-after"])).toBeGreaterThanOrEqual(1);
-      const restarting = logger.lines.filter(
-        (l) => l.message === "restarting" && l.context.service === "flaky.ts",
-      );
-      delays.push(restarting.at(-1)!.context.delayMs as number);
+  it("keeps a healthy service when the I/O thread itself is held up past the watchdog limit", async () => {
+    const c = await join("/loop");
+    const linesBefore = logger.lines.length;
+    c.ws.send("before");
+    expect(await c.next()).toBe("alive:before");
+    // Four stalls of this thread, each longer than the service's watchdogMs (600), one event
+    // loop turn apart: a ping posted in a turn is answered during the stall that follows, and
+    // the answer is still unread when the watchdog's timer next runs.
+    for (let stall = 0; stall < 4; stall++) {
+      await new Promise((resolve) => setImmediate(resolve));
+      const until = Date.now() + 700;
+      while (Date.now() < until) {
+        // Busy, as a long synchronous task on the I/O thread would be.
+      }
     }
-    expect(delays).toEqual([100, 200, 400]);
+    await sleep(100);
+    c.ws.send("after");
+    expect(await c.next()).toBe("alive:after");
+    expect(c.ws.readyState).toBe("open");
+    const terminations = logger.lines
+      .slice(linesBefore)
+      .filter((l) => l.context.service === "loop.ts" && l.context.watchdogMs !== undefined);
+    expect(terminations).toEqual([]);
+  });
+
+  describe("a crash loop", () => {
+    // A server of its own, with backoffs long enough that a loaded machine still sees each one
+    // (a 503 asked for within the first backoff), and a reset window longer than the test.
+    let looping: ServiceServer;
+    beforeAll(async () => {
+      looping = await startServiceServer({
+        root: ROOT,
+        port: 0,
+        isolation,
+        logger,
+        restartDelayMs: 1_000,
+        restartMaxDelayMs: 30_000,
+      });
+    });
+    afterAll(async () => {
+      await looping.shutdown();
+    });
+
+    it("restarts with growing delays and answers 503 with Retry-After meanwhile", async () => {
+      const delays: number[] = [];
+      for (let round = 0; round < 3; round++) {
+        await eventually(
+          () => looping.service("flaky.ts")?.status !== "backoff",
+          10_000,
+          "the backoff to pass",
+        );
+        const first = await client(looping.url("/flaky"));
+        open.push(first);
+        expect((await first.closed).code).toBe(1011);
+        await eventually(
+          () => looping.service("flaky.ts")?.status === "backoff",
+          5_000,
+          "the restart to be scheduled",
+        );
+        const refused = await upgradeRequest(looping.port, "/flaky");
+        expect(refused.status).toBe(503);
+        expect(Number(refused.headers["retry-after"])).toBeGreaterThanOrEqual(1);
+        const restarting = logger.lines.filter(
+          (l) => l.message === "restarting" && l.context.service === "flaky.ts",
+        );
+        delays.push(restarting.at(-1)!.context.delayMs as number);
+      }
+      expect(delays).toEqual([1_000, 2_000, 4_000]);
+    }, 30_000);
   });
 });
