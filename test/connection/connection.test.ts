@@ -655,7 +655,7 @@ describe("backpressure", () => {
     await turns(3);
     expect(server.bufferedAmount).toBe(0);
     client.send("are you still reading?");
-    await waitUntil(() => atServer.messages.length === 1, 1_000, "the peer's message").catch(
+    await waitUntil(() => atServer.messages.length === 1, WAIT, "the peer's message").catch(
       () => undefined,
     );
     expect(serverEnd.isPaused()).toBe(false);

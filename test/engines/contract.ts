@@ -25,7 +25,7 @@ export interface ContractNodes {
 export type MakeNodes = (count: number) => Promise<ContractNodes>;
 
 /** How long any single expected event may take to arrive. */
-const WAIT_MS = 5_000;
+const WAIT_MS = 15_000;
 /** After a barrier, how long to keep watching for something that must not arrive. */
 const QUIET_MS = 50;
 const POLL_MS = 5;

@@ -575,9 +575,7 @@ describe.each(TRANSPORTS)("$name transport", ({ name, factory }) => {
       expect(h.orderProblems()).toEqual([]);
       if (name !== "worker") return;
       // How many of those answers found a buffer handed back depends on timing (a burst posted
-      // without waiting outruns the buffers coming back), so only some reuse is certain.
-      expect(h.stamps).toBeGreaterThan(5);
-      expect(h.reused).toBeGreaterThan(0);
+      // without waiting outruns the buffers coming back), so reuse is checked in lock step.
       // In lock step, each event batch carries the buffer of the answer before it, so every
       // answer is written into a buffer handed back (one of the largest pooled: never grown).
       const reusedBefore = h.reused;

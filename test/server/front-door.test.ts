@@ -230,7 +230,7 @@ describe("front door: bad heads", () => {
   });
 
   it("answers 408 to a head that does not finish in time, and keeps serving others", async () => {
-    const { server } = await echoServer({ headTimeout: 200 });
+    const { server } = await echoServer({ headTimeout: 1_000 });
     const slow = await raw(server.port);
     slow.socket.write("GET /echo HTTP/1.1\r\nHost: h\r\n");
     const other = await raw(server.port);

@@ -327,7 +327,7 @@ describe("verify", () => {
     await sleep(20);
     // Either the upgrade is dropped, or the connection it made closes on its own (1006).
     for (const { ws } of accepted) {
-      if (ws.readyState !== "closed") expect((await closeEvent(ws, 1_000)).code).toBe(1006);
+      if (ws.readyState !== "closed") expect((await closeEvent(ws)).code).toBe(1006);
     }
     const ws = client(await connect(server.url("/")));
     ws.send("alive");
@@ -546,9 +546,7 @@ describe("backpressure options", () => {
     ws.send("send me something big");
     expect((await nextMessage(ws)).data.length).toBe(4096);
     ws.send("still there?");
-    await waitUntil(() => received.length === 2, 1_000, "the server to read").catch(
-      () => undefined,
-    );
+    await waitUntil(() => received.length === 2, WAIT, "the server to read").catch(() => undefined);
     expect(received).toEqual(["send me something big", "still there?"]);
   });
 });
