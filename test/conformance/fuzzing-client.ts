@@ -82,6 +82,12 @@ export interface FuzzingClientOptions {
   serverConnectionDropTimeout?: number;
   /** Seconds after which the harness drops TCP whatever the state, so no case can hang. */
   hardDeadline?: number;
+  /**
+   * Every timer (the ones above and a case's killAfter/closeAfter) runs this many times longer:
+   * a server held up on a loaded machine still answers in time. Waiting longer never makes a
+   * non-conforming server pass (default 1).
+   */
+  timeScale?: number;
 }
 
 export interface SendFrameOptions {
@@ -315,10 +321,13 @@ export class FuzzingClient {
   // ---------------------------------------------------------------- timers
 
   private later(seconds: number, fn: () => void): void {
-    const timer = setTimeout(() => {
-      this.timers.delete(timer);
-      fn();
-    }, seconds * 1000);
+    const timer = setTimeout(
+      () => {
+        this.timers.delete(timer);
+        fn();
+      },
+      seconds * 1000 * (this.options.timeScale ?? 1),
+    );
     this.timers.add(timer);
   }
 
