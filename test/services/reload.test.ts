@@ -103,20 +103,26 @@ describe.each<Isolation>(["worker", "main", "process"])(
       dee.ws.send("first");
       const before = Number((await dee.next()).split(":")[3]);
       await writeFile(join(dir, "counter.ts"), counterSource(next));
-      // A steady stream across the handover: none lost, none twice, the count continuous.
-      for (let i = 0; i < 40; i++) {
-        dee.ws.send(`m${i}`);
+      // A steady stream across the handover: none lost, none twice, the count continuous. It
+      // goes on (at least 40, at most 1,000 messages) until the new version has greeted and
+      // answered a few, however long the reload takes on a loaded machine.
+      const handover = `${next}:open:dee:handover=true`;
+      let sent = 0;
+      let afterHandover = -1;
+      while (sent < 1_000 && (sent < 40 || afterHandover === -1 || sent < afterHandover + 5)) {
+        dee.ws.send(`m${sent++}`);
         await new Promise((resolve) => setTimeout(resolve, 5));
+        if (afterHandover === -1 && dee.messages.includes(handover)) afterHandover = sent;
       }
-      const replies = await dee.waitFor(2 + 40 + 1, 15_000);
+      const replies = await dee.waitFor(2 + sent + 1, 15_000);
       const counted = replies.slice(2).filter((reply) => !reply.includes(":open:"));
       expect(counted.map((reply) => reply.split(":").at(-1))).toEqual(
-        Array.from({ length: 40 }, (_, i) => `m${i}`),
+        Array.from({ length: sent }, (_, i) => `m${i}`),
       );
       expect(counted.map((reply) => Number(reply.split(":")[3]))).toEqual(
-        Array.from({ length: 40 }, (_, i) => before + 1 + i),
+        Array.from({ length: sent }, (_, i) => before + 1 + i),
       );
-      expect(replies).toContain(`${next}:open:dee:handover=true`);
+      expect(replies).toContain(handover);
       expect(counted.at(-1)!.startsWith(`${next}:`)).toBe(true);
     });
 
