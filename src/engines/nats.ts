@@ -477,7 +477,7 @@ export class NatsEngine implements Engine {
     }
     const message = incoming.message;
     state.heardAt = performance.now();
-    state.tailTimer ??= setTimeout(() => this.checkTail(topic, state), this.tailCheckMs);
+    if (state.tailTimer === null) this.armTailCheck(topic, state, this.tailCheckMs);
     const last = state.last;
     if (state.repairing) {
       state.ahead.set(message.offset, message);
@@ -555,6 +555,10 @@ export class NatsEngine implements Engine {
     }
   }
 
+  private armTailCheck(topic: string, state: TopicState, ms: number): void {
+    state.tailTimer = setTimeout(() => this.checkTail(topic, state), ms);
+  }
+
   /**
    * Once the topic has been quiet for `tailCheckMs`: whether the stream holds messages after the
    * last one delivered here (sends lost with nothing after them to reveal the gap), and if so
@@ -566,8 +570,11 @@ export class NatsEngine implements Engine {
     const quiet = performance.now() - state.heardAt;
     if (quiet < this.tailCheckMs || state.repairing) {
       // Still busy (a later message reveals any gap), or a repair is under way: look again.
-      const wait = state.repairing ? this.tailCheckMs : this.tailCheckMs - quiet;
-      state.tailTimer = setTimeout(() => this.checkTail(topic, state), wait);
+      this.armTailCheck(
+        topic,
+        state,
+        state.repairing ? this.tailCheckMs : this.tailCheckMs - quiet,
+      );
       return;
     }
     const since = state.last;
@@ -834,12 +841,13 @@ export class NatsEngine implements Engine {
   }
 }
 
-/** A topic or id as a subject token and KV key part: base64url, "=" for the empty string. */
+/** Stops a topic's reorder wait and its tail check (its interest ended). */
 function stopTimers(state: TopicState): void {
   if (state.timer !== null) clearTimeout(state.timer);
   if (state.tailTimer !== null) clearTimeout(state.tailTimer);
 }
 
+/** A topic or id as a subject token and KV key part: base64url, "=" for the empty string. */
 function token(value: string): string {
   return value === "" ? "=" : Buffer.from(value, "utf8").toString("base64url");
 }

@@ -28,9 +28,14 @@ const DEFAULT_CASE_SECONDS = 3;
  */
 const TIME_SCALE = 2;
 
+/** The harness's deadline for a case on a quiet machine (the client scales it). */
+function unscaledDeadlineSeconds(def: CaseDefinition): number {
+  return (def.maxSeconds ?? DEFAULT_CASE_SECONDS) + DEADLINE_SLACK_SECONDS;
+}
+
 /** The harness drops TCP at this point at the latest, so a case never outlives its test. */
 export function caseDeadlineSeconds(def: CaseDefinition): number {
-  return ((def.maxSeconds ?? DEFAULT_CASE_SECONDS) + DEADLINE_SLACK_SECONDS) * TIME_SCALE;
+  return unscaledDeadlineSeconds(def) * TIME_SCALE;
 }
 
 export async function runCase(def: CaseDefinition, target: Target): Promise<CaseRun> {
@@ -43,7 +48,7 @@ export async function runCase(def: CaseDefinition, target: Target): Promise<Case
     // server that never answers from stalling the suite.
     openHandshakeTimeout: 2,
     // Unscaled here: the client scales every timer it arms.
-    hardDeadline: (def.maxSeconds ?? DEFAULT_CASE_SECONDS) + DEADLINE_SLACK_SECONDS,
+    hardDeadline: unscaledDeadlineSeconds(def),
     timeScale: TIME_SCALE,
   });
   const c = new Case(def, client);

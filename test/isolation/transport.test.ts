@@ -555,14 +555,17 @@ describe.each(TRANSPORTS)("$name transport", ({ name, factory }) => {
       await h.start();
       h.postRecords([Event.Open, 1, openInfo()]);
       const sent: Buffer[] = [];
-      for (let round = 0; round < 30; round++) {
+      /** Posts a batch of PER_BATCH messages of about 4 KiB (sizes shifted by `shift`). */
+      const postRound = (round: number, shift: number) =>
         h.post((w) => {
           for (let i = 0; i < PER_BATCH; i++) {
-            const bytes = pattern(4000 + ((round + i) % 96), round * PER_BATCH + i);
+            const bytes = pattern(4000 + ((shift + i) % 96), round * PER_BATCH + i);
             sent.push(bytes);
             w.addHot(Event.Message, 1, 1, bytes);
           }
         });
+      for (let round = 0; round < 30; round++) {
+        postRound(round, round);
         // Now and then the loop yields, so the runtime's answers (and buffers) come back.
         if (round % 5 === 4) await sleep(5);
       }
@@ -575,21 +578,12 @@ describe.each(TRANSPORTS)("$name transport", ({ name, factory }) => {
       expect(h.orderProblems()).toEqual([]);
       if (name !== "worker") return;
       // How many of those answers found a buffer handed back depends on timing (a burst posted
-      // without waiting outruns the buffers coming back), so reuse is checked in lock step.
-      // In lock step, each event batch carries the buffer of the answer before it, so every
-      // answer is written into a buffer handed back (one of the largest pooled: never grown).
+      // without waiting outruns the buffers coming back), so reuse is checked in lock step: each
+      // event batch carries the buffer of the answer before it, so every answer is written into
+      // a buffer handed back (one of the largest pooled: never grown).
       const reusedBefore = h.reused;
       const LOCK_STEP = 6;
-      for (let round = 0; round < LOCK_STEP; round++) {
-        const seq = h.post((w) => {
-          for (let i = 0; i < PER_BATCH; i++) {
-            const bytes = pattern(4000 + (i % 96), round * PER_BATCH + i);
-            sent.push(bytes);
-            w.addHot(Event.Message, 1, 1, bytes);
-          }
-        });
-        await h.waitAck(seq);
-      }
+      for (let round = 0; round < LOCK_STEP; round++) await h.waitAck(postRound(round, 0));
       await h.until(() => (sentBytes(h, 1).length >= sent.length ? true : undefined), "the echoes");
       expect(h.reused - reusedBefore).toBe(LOCK_STEP);
     });

@@ -21,21 +21,24 @@ describe.each<Isolation>(["worker", "process"])("faults in isolation %s", (isola
   let server: ServiceServer;
   const logger = recordingLogger();
   const open: TestClient[] = [];
-  const join = async (path: string) => {
-    const c = await client(server.url(path));
+  /** A client of `on` (the shared server unless told), closed after the tests. */
+  const join = async (path: string, on: ServiceServer = server) => {
+    const c = await client(on.url(path));
     open.push(c);
     return c;
   };
-
-  beforeAll(async () => {
-    server = await startServiceServer({
+  const startFaultServer = (restartDelayMs: number, restartMaxDelayMs: number) =>
+    startServiceServer({
       root: ROOT,
       port: 0,
       isolation,
       logger,
-      restartDelayMs: 100,
-      restartMaxDelayMs: 1_000,
+      restartDelayMs,
+      restartMaxDelayMs,
     });
+
+  beforeAll(async () => {
+    server = await startFaultServer(100, 1_000);
   });
   afterAll(async () => {
     for (const c of open) c.ws.terminate();
@@ -145,14 +148,7 @@ describe.each<Isolation>(["worker", "process"])("faults in isolation %s", (isola
     // (a 503 asked for within the first backoff), and a reset window longer than the test.
     let looping: ServiceServer;
     beforeAll(async () => {
-      looping = await startServiceServer({
-        root: ROOT,
-        port: 0,
-        isolation,
-        logger,
-        restartDelayMs: 1_000,
-        restartMaxDelayMs: 30_000,
-      });
+      looping = await startFaultServer(1_000, 30_000);
     });
     afterAll(async () => {
       await looping.shutdown();
@@ -166,8 +162,7 @@ describe.each<Isolation>(["worker", "process"])("faults in isolation %s", (isola
           10_000,
           "the backoff to pass",
         );
-        const first = await client(looping.url("/flaky"));
-        open.push(first);
+        const first = await join("/flaky", looping);
         expect((await first.closed).code).toBe(1011);
         await eventually(
           () => looping.service("flaky.ts")?.status === "backoff",
