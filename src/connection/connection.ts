@@ -532,9 +532,11 @@ export class WebSocketConnection extends EventEmitter<WebSocketConnectionEvents>
       // Reading may have paused while the output was gathered; the write may have drained it.
       if (this.readingPaused || !ok) this.updateReading();
     }
-    if (this.endAfterFlush && !this.socket.destroyed) {
+    if (this.endAfterFlush) {
       this.endAfterFlush = false;
-      this.socket.end();
+      // The peer's FIN after our own (the usual end of a closing handshake) asks again: a second
+      // end() would make node build an error, stack trace and all, only to hand it to nobody.
+      if (!this.socket.destroyed && !this.socket.writableEnded) this.socket.end();
     }
   }
 

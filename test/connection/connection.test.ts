@@ -814,6 +814,32 @@ describe("closing handshake", () => {
     expect(atClient.errors).toEqual([]);
   });
 
+  it("ends each side of the transport once: the FIN that answers ours asks nothing more", async () => {
+    // Once our FIN is out, the peer's FIN ends the closing handshake; a second end() on the
+    // finished socket would make node build (and drop) an error with a stack trace, per
+    // connection.
+    const { server, client, serverEnd, clientEnd } = connectedPair();
+    const ends = { server: 0, client: 0 };
+    const count = (end: PairEnd, side: keyof typeof ends) => {
+      const original = end.end.bind(end);
+      end.end = ((...args: Parameters<PairEnd["end"]>) => {
+        ends[side]++;
+        return original(...args);
+      }) as PairEnd["end"];
+    };
+    count(serverEnd, "server");
+    count(clientEnd, "client");
+    const atServer = record(server);
+    const atClient = record(client);
+    client.close(1000, "done");
+    await within(Promise.all([atServer.closed, atClient.closed]), WAIT, "both close events");
+    await turns(5);
+    expect(ends).toEqual({ server: 1, client: 1 });
+    expect(serverEnd.writableEnded && clientEnd.writableEnded).toBe(true);
+    expect(atServer.errors).toEqual([]);
+    expect(atClient.errors).toEqual([]);
+  });
+
   it("server-initiated: codes and reasons on both sides, one close event each", async () => {
     const { server, client } = connectedPair();
     const atServer = record(server);
