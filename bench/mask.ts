@@ -22,7 +22,7 @@ function byteLoop(data: Uint8Array, key: Uint8Array): void {
 }
 
 const key = Buffer.from([0x37, 0xfa, 0x21, 0x3d]);
-const sizes = [16, 125, 1024, 16 * 1024, 1024 * 1024];
+const sizes = [16, 32, 64, 125, 256, 1024, 16 * 1024, 1024 * 1024];
 const budgetMs = 300;
 
 function rate(run: (buffer: Buffer) => void, buffer: Buffer): number {
