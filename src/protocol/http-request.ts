@@ -65,7 +65,40 @@ function isBlank(c: number): boolean {
 }
 // RFC 9112 section 3.2: origin-form, absolute-form, authority-form or "*"; any visible ASCII.
 const TARGET = /^[\x21-\x7e]+$/;
-const VERSION = /^HTTP\/([0-9])\.([0-9])$/;
+const VERSION_PREFIX = "HTTP/";
+
+function isDigit(c: number): boolean {
+  return c >= 0x30 && c <= 0x39;
+}
+
+/**
+ * The fields an opening handshake carries, by the spellings clients send, to their lower-case
+ * names. A hit skips the token check and the lower-casing, and every request's headers object
+ * gets the same few interned keys in the same order, which V8 stores as a fast object instead of
+ * hashing a fresh string per field. Anything else takes the general path.
+ */
+const KNOWN_FIELDS = new Map<string, string>();
+for (const name of [
+  "Host",
+  "Upgrade",
+  "Connection",
+  "Origin",
+  "Sec-WebSocket-Key",
+  "Sec-WebSocket-Version",
+  "Sec-WebSocket-Extensions",
+  "Sec-WebSocket-Protocol",
+  "User-Agent",
+  "Cookie",
+  "Pragma",
+  "Cache-Control",
+  "Accept-Encoding",
+  "Accept-Language",
+  "Authorization",
+]) {
+  const lower = name.toLowerCase();
+  KNOWN_FIELDS.set(name, lower);
+  KNOWN_FIELDS.set(lower, lower);
+}
 
 /**
  * node:http keeps the first of these and drops repeats (they cannot be combined into a list).
@@ -128,14 +161,31 @@ export function parseRequestHead(
   const text = bytes.toString("latin1", start, end);
   const lineEnd = text.indexOf("\r\n");
   const requestLine = lineEnd === -1 ? text : text.slice(0, lineEnd);
-  const parts = requestLine.split(" ");
-  if (parts.length !== 3 || !isToken(parts[0]) || !TARGET.test(parts[1])) {
+  // method SP request-target SP HTTP-version: exactly two spaces (RFC 9112 section 3).
+  const space1 = requestLine.indexOf(" ");
+  const space2 = space1 === -1 ? -1 : requestLine.indexOf(" ", space1 + 1);
+  if (space2 === -1 || requestLine.indexOf(" ", space2 + 1) !== -1) {
     return invalid(400, "HTTP_ERR_REQUEST_LINE", "malformed request line");
   }
-  const version = VERSION.exec(parts[2]);
-  if (version === null) return invalid(400, "HTTP_ERR_VERSION", "malformed HTTP version");
-  if (version[1] !== "1") {
-    return invalid(505, "HTTP_ERR_VERSION", `HTTP/${version[1]}.${version[2]} is not supported`);
+  const method = requestLine.slice(0, space1);
+  const target = requestLine.slice(space1 + 1, space2);
+  if (!isToken(method) || !TARGET.test(target)) {
+    return invalid(400, "HTTP_ERR_REQUEST_LINE", "malformed request line");
+  }
+  // HTTP-version = "HTTP/" DIGIT "." DIGIT (section 2.3).
+  const v = space2 + 1;
+  if (
+    requestLine.length - v !== VERSION_PREFIX.length + 3 ||
+    !requestLine.startsWith(VERSION_PREFIX, v) ||
+    !isDigit(requestLine.charCodeAt(v + 5)) ||
+    requestLine.charCodeAt(v + 6) !== 0x2e ||
+    !isDigit(requestLine.charCodeAt(v + 7))
+  ) {
+    return invalid(400, "HTTP_ERR_VERSION", "malformed HTTP version");
+  }
+  const httpVersion = requestLine.slice(v + 5);
+  if (httpVersion.charCodeAt(0) !== 0x31) {
+    return invalid(505, "HTTP_ERR_VERSION", `HTTP/${httpVersion} is not supported`);
   }
 
   const headers: Record<string, string | string[]> = {};
@@ -157,8 +207,12 @@ export function parseRequestHead(
       return invalid(400, "HTTP_ERR_FIELD_LINE", "a field line without ':'");
     }
     const rawName = text.slice(at, colon);
-    if (!isToken(rawName)) {
-      return invalid(400, "HTTP_ERR_FIELD_NAME", "a field name that is not a token");
+    let name = KNOWN_FIELDS.get(rawName);
+    if (name === undefined) {
+      if (!isToken(rawName)) {
+        return invalid(400, "HTTP_ERR_FIELD_NAME", "a field name that is not a token");
+      }
+      name = rawName.toLowerCase();
     }
     let from = colon + 1;
     let to = next;
@@ -172,7 +226,6 @@ export function parseRequestHead(
     }
     const value = text.slice(from, to);
     rawHeaders.push(rawName, value);
-    const name = rawName.toLowerCase();
     const previous = Object.hasOwn(headers, name) ? headers[name] : undefined;
     if (previous === undefined) {
       const first = name === "set-cookie" ? [value] : value;
@@ -195,9 +248,9 @@ export function parseRequestHead(
   return {
     kind: "request",
     request: {
-      method: parts[0],
-      url: parts[1],
-      httpVersion: `${version[1]}.${version[2]}`,
+      method,
+      url: target,
+      httpVersion,
       headers,
       rawHeaders,
     },

@@ -99,6 +99,28 @@ describe("parseRequestHead", () => {
     expect(req.headers["user-agent"]).toBe("first");
   });
 
+  it("names a field by its lower-case name however it is spelled, and keeps the spelling raw", () => {
+    const { request: req } = request(
+      "GET / HTTP/1.1\r\nHOST: h\r\nSec-Websocket-Key: k\r\nsec-websocket-version: 13\r\n" +
+        "Sec-WebSocket-Protocol: a\r\nSEC-WEBSOCKET-PROTOCOL: b\r\nX-Custom-Field: c\r\n\r\n",
+    );
+    expect(req.headers).toEqual({
+      host: "h",
+      "sec-websocket-key": "k",
+      "sec-websocket-version": "13",
+      "sec-websocket-protocol": "a, b",
+      "x-custom-field": "c",
+    });
+    expect(req.rawHeaders.filter((_, i) => i % 2 === 0)).toEqual([
+      "HOST",
+      "Sec-Websocket-Key",
+      "sec-websocket-version",
+      "Sec-WebSocket-Protocol",
+      "SEC-WEBSOCKET-PROTOCOL",
+      "X-Custom-Field",
+    ]);
+  });
+
   it("treats a field named __proto__ as a field like any other", () => {
     const { request: req } = request("GET / HTTP/1.1\r\nHost: h\r\n__proto__: x\r\n\r\n");
     expect(Object.getOwnPropertyDescriptor(req.headers, "__proto__")?.value).toBe("x");
@@ -117,6 +139,10 @@ describe("parseRequestHead", () => {
     ["a target with a control character", "GET /a\x01b HTTP/1.1\r\n\r\n", "HTTP_ERR_REQUEST_LINE"],
     ["a malformed version", "GET / HTTP/1\r\n\r\n", "HTTP_ERR_VERSION"],
     ["a lower-case version", "GET / http/1.1\r\n\r\n", "HTTP_ERR_VERSION"],
+    ["a two-digit minor version", "GET / HTTP/1.10\r\n\r\n", "HTTP_ERR_VERSION"],
+    ["a version that is not digits", "GET / HTTP/1.x\r\n\r\n", "HTTP_ERR_VERSION"],
+    ["a comma in the version", "GET / HTTP/1,1\r\n\r\n", "HTTP_ERR_VERSION"],
+    ["a space after the version", "GET / HTTP/1.1 \r\n\r\n", "HTTP_ERR_REQUEST_LINE"],
     ["obsolete line folding", "GET / HTTP/1.1\r\nX-A: a\r\n b\r\n\r\n", "HTTP_ERR_LINE_FOLDING"],
     ["a field line without a colon", "GET / HTTP/1.1\r\nHost h\r\n\r\n", "HTTP_ERR_FIELD_LINE"],
     ["space before the colon", "GET / HTTP/1.1\r\nHost : h\r\n\r\n", "HTTP_ERR_FIELD_NAME"],
