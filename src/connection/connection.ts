@@ -141,9 +141,13 @@ export class WebSocketConnection extends EventEmitter<WebSocketConnectionEvents>
     const netSocket = socket as {
       setNoDelay?: (noDelay: boolean) => void;
       setTimeout?: (ms: number) => void;
+      timeout?: number;
     };
     netSocket.setNoDelay?.(true);
-    netSocket.setTimeout?.(0);
+    // An idle timeout an HTTP server set would end a quiet WebSocket; `timeout` is undefined
+    // when none was set (a socket from the standalone server), and clearing nothing costs a call
+    // into the stream machinery per connection.
+    if (netSocket.timeout) netSocket.setTimeout?.(0);
     // The connection ends its side itself once the peer's FIN is handled (onEnd): a socket that
     // ended on its own at the FIN would refuse the reply to a close frame still being parsed
     // (a client socket from http.request is not half-open by default).

@@ -92,6 +92,34 @@ describe("attach() beside other upgrade listeners", () => {
     await eventually(() => attached.mount.connections.size === before, 5_000, "b to be forgotten");
   });
 
+  it("clears the HTTP server's idle timeout on the sockets it takes", async () => {
+    // node:http gives every socket the server's idle timeout; an upgraded one no longer ends on
+    // it, but still gets a 'timeout' event (and a timer) per period unless the timeout is
+    // cleared.
+    const idle = createServer((_req, res) => res.end("plain"));
+    idle.setTimeout(150);
+    const timeouts: number[] = [];
+    idle.on("connection", (socket: Duplex) => {
+      socket.on("timeout", () => timeouts.push(Date.now()));
+    });
+    const mine = await attach(idle, { router: fixtureRouter(), isolation: "main" });
+    const idlePort = await listen(idle);
+    // The service starts with the first connection, which may take longer than the timeout.
+    const first = await client(`ws://127.0.0.1:${idlePort}/echo`);
+    first.ws.close(1000);
+    await first.closed;
+    timeouts.length = 0;
+    const echo = await client(`ws://127.0.0.1:${idlePort}/echo`);
+    await new Promise((resolve) => setTimeout(resolve, 600));
+    echo.ws.send("still here");
+    expect(await echo.next()).toBe("still here");
+    expect(timeouts).toEqual([]);
+    echo.ws.close(1000);
+    await echo.closed;
+    await mine.close();
+    await closeServer(idle);
+  });
+
   it("stops answering once closed, and leaves the server serving plain requests", async () => {
     const lone = createServer((_req, res) => res.end("plain"));
     const mine = await attach(lone, { router: fixtureRouter(), isolation: "main" });
