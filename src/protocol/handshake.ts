@@ -141,10 +141,10 @@ function acceptRequest(
   if (host === undefined || host === "" || /\s/.test(host)) {
     throw new HandshakeError("WS_ERR_HANDSHAKE_HOST", 400, "Missing or invalid Host header");
   }
-  if (!listHeader(headers, "upgrade").some((v) => v.toLowerCase() === "websocket")) {
+  if (!listHasToken(headers, "upgrade", "websocket")) {
     throw new HandshakeError("WS_ERR_HANDSHAKE_UPGRADE", 400, "Missing or invalid Upgrade header");
   }
-  if (!listHeader(headers, "connection").some((v) => v.toLowerCase() === "upgrade")) {
+  if (!listHasToken(headers, "connection", "upgrade")) {
     throw new HandshakeError(
       "WS_ERR_HANDSHAKE_CONNECTION",
       400,
@@ -245,7 +245,25 @@ function listHeader(headers: Headers, name: string): string[] {
   return out;
 }
 
+/** True when a list header names `token` (given in lower case), in any case. */
+function listHasToken(headers: Headers, name: string, token: string): boolean {
+  const value = headers[name];
+  // What clients send: one line holding just the token ("websocket", "Upgrade"), no split needed.
+  if (typeof value === "string" && value.length === token.length && value.toLowerCase() === token) {
+    return true;
+  }
+  return listHeader(headers, name).some((v) => v.toLowerCase() === token);
+}
+
+function isOws(c: number): boolean {
+  return c === 0x20 || c === 0x09;
+}
+
 function trimOws(value: string): string {
+  // Most values have nothing to trim: no regular expression for them.
+  if (value === "" || (!isOws(value.charCodeAt(0)) && !isOws(value.charCodeAt(value.length - 1)))) {
+    return value;
+  }
   return value.replace(/^[ \t]+|[ \t]+$/g, "");
 }
 

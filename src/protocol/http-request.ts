@@ -261,8 +261,16 @@ export function parseRequestHead(
 /** True when a list-valued field (such as Connection or Upgrade) names `token`, in any case. */
 export function listsToken(value: string | string[] | undefined, token: string): boolean {
   if (value === undefined) return false;
-  const text = Array.isArray(value) ? value.join(",") : value;
   const wanted = token.toLowerCase();
+  // What clients send: the value is just the token, no split needed.
+  if (
+    typeof value === "string" &&
+    value.length === wanted.length &&
+    value.toLowerCase() === wanted
+  ) {
+    return true;
+  }
+  const text = Array.isArray(value) ? value.join(",") : value;
   for (const item of text.split(",")) {
     if (item.trim().toLowerCase() === wanted) return true;
   }
