@@ -73,9 +73,9 @@ function isDigit(c: number): boolean {
 
 /**
  * The fields an opening handshake carries, by the spellings clients send, to their lower-case
- * names. A hit skips the token check and the lower-casing, and every request's headers object
- * gets the same few interned keys in the same order, which V8 stores as a fast object instead of
- * hashing a fresh string per field. Anything else takes the general path.
+ * names. A hit skips the token check and the lower-casing, and the headers object gets an
+ * interned key, which V8 looks up without hashing a fresh string. Anything else takes the
+ * general path.
  */
 const KNOWN_FIELDS = new Map<string, string>();
 for (const name of [
@@ -173,17 +173,17 @@ export function parseRequestHead(
     return invalid(400, "HTTP_ERR_REQUEST_LINE", "malformed request line");
   }
   // HTTP-version = "HTTP/" DIGIT "." DIGIT (section 2.3).
-  const v = space2 + 1;
+  const digits = space2 + 1 + VERSION_PREFIX.length;
   if (
-    requestLine.length - v !== VERSION_PREFIX.length + 3 ||
-    !requestLine.startsWith(VERSION_PREFIX, v) ||
-    !isDigit(requestLine.charCodeAt(v + 5)) ||
-    requestLine.charCodeAt(v + 6) !== 0x2e ||
-    !isDigit(requestLine.charCodeAt(v + 7))
+    requestLine.length !== digits + 3 ||
+    !requestLine.startsWith(VERSION_PREFIX, space2 + 1) ||
+    !isDigit(requestLine.charCodeAt(digits)) ||
+    requestLine.charCodeAt(digits + 1) !== 0x2e ||
+    !isDigit(requestLine.charCodeAt(digits + 2))
   ) {
     return invalid(400, "HTTP_ERR_VERSION", "malformed HTTP version");
   }
-  const httpVersion = requestLine.slice(v + 5);
+  const httpVersion = requestLine.slice(digits);
   if (httpVersion.charCodeAt(0) !== 0x31) {
     return invalid(505, "HTTP_ERR_VERSION", `HTTP/${httpVersion} is not supported`);
   }
