@@ -144,9 +144,9 @@ export class WebSocketConnection extends EventEmitter<WebSocketConnectionEvents>
       timeout?: number;
     };
     netSocket.setNoDelay?.(true);
-    // An idle timeout an HTTP server set would end a quiet WebSocket; `timeout` is undefined
-    // when none was set (a socket from the standalone server), and clearing nothing costs a call
-    // into the stream machinery per connection.
+    // An idle timeout an HTTP server set would keep firing 'timeout' on a quiet WebSocket (for
+    // whoever listens to end it). `timeout` is undefined when none was set (a socket from the
+    // standalone server): clearing nothing would cost a call into the stream machinery.
     if (netSocket.timeout) netSocket.setTimeout?.(0);
     // The connection ends its side itself once the peer's FIN is handled (onEnd): a socket that
     // ended on its own at the FIN would refuse the reply to a close frame still being parsed
