@@ -43,7 +43,9 @@ import { type BatchItem, decodeBatch, encodeBatch } from "./nats-batch.js";
  *   stream if they did not come. Core NATS is at-most-once; the same read-back fills the gap a
  *   reconnection left. A lost send that no later one reveals (the last of a burst) is found by
  *   the tail check: once a topic this node heard from has been quiet for `tailCheckMs`, the node
- *   reads the subject's last offset and reads back what it is missing.
+ *   reads the subject's last offset and reads back what it is missing. A read-back that fails
+ *   (a request timing out under load) is tried again, `REPAIR_ATTEMPTS` times in all, while what
+ *   came meanwhile waits; only then does it go out past the gap.
  * - The policy is applied when history is read (the newest `limit` messages, younger than
  *   `ttlMs`, after the last message that was not kept) and the stream is trimmed per subject now
  *   and then. The subject's last message is always kept, since it carries the counter; a
@@ -120,6 +122,8 @@ const WRONG_LAST_SEQUENCE = 10071;
 const MAX_BATCH_MESSAGES = 256;
 const MAX_BATCH_BYTES = 512 * 1024;
 const MAX_PUBLISH_ATTEMPTS = 50;
+/** Reads of a gap before what waited goes out without it; retries after reorderMs, then twice that. */
+const REPAIR_ATTEMPTS = 3;
 
 export class NatsEngine implements Engine {
   readonly nodeId: string;
@@ -523,8 +527,13 @@ export class NatsEngine implements Engine {
   }
 
   /** Reads what is missing after `since` from the stream, then delivers what waited. */
-  private async repair(topic: string, state: TopicState, since: StreamPosition): Promise<void> {
-    if (state.repairing) return;
+  private async repair(
+    topic: string,
+    state: TopicState,
+    since: StreamPosition,
+    attempt = 1,
+  ): Promise<void> {
+    if (state.repairing && attempt === 1) return;
     state.repairing = true;
     try {
       const recovery = await this.recover(topic, since);
@@ -540,7 +549,16 @@ export class NatsEngine implements Engine {
         state.ahead.set(message.offset, state.ahead.get(message.offset) ?? message);
       }
     } catch {
-      // Unreachable again: what waited goes out below, gap and all.
+      // The read failed (a request timed out, NATS went away for a moment): read again a little
+      // later, everything that comes meanwhile still waiting in `ahead`. Past the last attempt,
+      // what waited goes out below, gap and all.
+      if (attempt < REPAIR_ATTEMPTS && !this.closed && this.topics.get(topic) === state) {
+        state.timer = setTimeout(() => {
+          state.timer = null;
+          void this.repair(topic, state, since, attempt + 1);
+        }, this.reorderMs * attempt);
+        return;
+      }
     }
     state.repairing = false;
     if (this.topics.get(topic) !== state) return;

@@ -160,6 +160,49 @@ describe.skipIf(binary === undefined)("NATS engine: brokers and nodes failing", 
     expect(new Set(offsets).size).toBe(offsets.length);
   }, 60_000);
 
+  it("reads a lost send back even when its first read-back fails", async () => {
+    const prefix = prefixed("retry-read");
+    const lossy = await startLossyNats(nats.port);
+    const publisher = made({ prefix, nodeId: "p", nats: lossy.url });
+    // A late tail check, so that only the gap's own read-back asks for the subject's last offset.
+    const receiver = made({ prefix, nodeId: "r", nats: lossy.url, tailCheckMs: 60_000 });
+    try {
+      const seen = recorder();
+      await publisher.start(recorder().handlers);
+      await receiver.start(seen.handlers);
+      await receiver.addInterest("feed");
+      const publish = (value: string) =>
+        publisher.publish("feed", new TextEncoder().encode(value), {
+          binary: false,
+          history: { limit: 100 },
+        });
+      const got = () => seen.messages.map((m) => Buffer.from(m.payload).toString());
+      await publish("m1");
+      await waitFor(() => got().length === 1, 5_000, "the first message");
+      // m2's send is lost, and so is the receiver's first request for the subject's last
+      // message when m3 reveals the gap: that read-back fails (its request times out).
+      let lastReadsToLose = 1;
+      lossy.drop = (subject, payload) => {
+        if (subject.startsWith(`${prefix}.c.`)) return payload.includes("m2");
+        if (/^\$JS\.API\.(STREAM\.MSG|DIRECT)\.GET\./.test(subject) && lastReadsToLose > 0) {
+          lastReadsToLose--;
+          return true;
+        }
+        return false;
+      };
+      await publish("m2");
+      await publish("m3");
+      await waitFor(() => got().length === 3, 20_000, "the gap filled by a second read-back");
+      expect(lossy.dropped).toBe(2);
+      expect(got()).toEqual(["m1", "m2", "m3"]);
+      expect(seen.messages.map((m) => m.offset)).toEqual([1, 2, 3]);
+    } finally {
+      await receiver.close();
+      await publisher.close();
+      await lossy.close();
+    }
+  }, 40_000);
+
   it("reads back sends core NATS lost: a gap a later message reveals, and a lost tail", async () => {
     const prefix = prefixed("lossy");
     const lossy = await startLossyNats(nats.port);
