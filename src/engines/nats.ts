@@ -102,6 +102,7 @@ interface TopicState {
   last: StreamPosition | null;
   /** Messages ahead of the next expected offset, by offset. */
   ahead: Map<number, TopicMessage>;
+  /** The reorder wait, or the pause before a failed read-back is tried again. */
   timer: NodeJS.Timeout | null;
   repairing: boolean;
   /** When the last message came (performance.now()), and the pending tail check. */
@@ -859,7 +860,7 @@ export class NatsEngine implements Engine {
   }
 }
 
-/** Stops a topic's reorder wait and its tail check (its interest ended). */
+/** Stops a topic's reorder wait (or read-back retry) and its tail check (its interest ended). */
 function stopTimers(state: TopicState): void {
   if (state.timer !== null) clearTimeout(state.timer);
   if (state.tailTimer !== null) clearTimeout(state.tailTimer);

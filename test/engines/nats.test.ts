@@ -5,7 +5,7 @@ import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import { NatsEngine, type NatsEngineOptions } from "../../src/engines/nats.js";
 import { type Broker, brokerBinary, startNats } from "./brokers.js";
 import { engineContract, waitFor } from "./contract.js";
-import { startLossyNats } from "./lossy-nats.js";
+import { type LossyNats, startLossyNats } from "./lossy-nats.js";
 import { recorder } from "./recorder.js";
 
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
@@ -75,13 +75,52 @@ describe.skipIf(binary === undefined)("NATS engine: brokers and nodes failing", 
     nats = await startNats(binary!);
   });
 
+  const proxies: LossyNats[] = [];
+
   afterEach(async () => {
     await Promise.all(engines.splice(0).map((engine) => engine.close()));
+    await Promise.all(proxies.splice(0).map((proxy) => proxy.close()));
   });
 
   afterAll(async () => {
     await nats?.dispose();
   });
+
+  /**
+   * A publisher behind a proxy that loses what `lossy.drop` picks, and a receiver (through the
+   * proxy too with `viaProxy`) listening to "feed"; `publish` stores each message with history.
+   */
+  async function lossyFeed(
+    label: string,
+    receiverOptions: Partial<NatsEngineOptions> & { viaProxy?: boolean },
+  ) {
+    const prefix = prefixed(label);
+    const lossy = await startLossyNats(nats.port);
+    proxies.push(lossy);
+    const publisher = made({ prefix, nodeId: "p", nats: lossy.url });
+    const { viaProxy, ...options } = receiverOptions;
+    const receiver = made({
+      prefix,
+      nodeId: "r",
+      ...(viaProxy ? { nats: lossy.url } : {}),
+      ...options,
+    });
+    const seen = recorder();
+    await publisher.start(recorder().handlers);
+    await receiver.start(seen.handlers);
+    await receiver.addInterest("feed");
+    return {
+      prefix,
+      lossy,
+      seen,
+      publish: (value: string) =>
+        publisher.publish("feed", new TextEncoder().encode(value), {
+          binary: false,
+          history: { limit: 100 },
+        }),
+      got: () => seen.messages.map((m) => Buffer.from(m.payload).toString()),
+    };
+  }
 
   it("refuses a node id another live node holds", async () => {
     const prefix = prefixed("dup");
@@ -161,86 +200,52 @@ describe.skipIf(binary === undefined)("NATS engine: brokers and nodes failing", 
   }, 60_000);
 
   it("reads a lost send back even when its first read-back fails", async () => {
-    const prefix = prefixed("retry-read");
-    const lossy = await startLossyNats(nats.port);
-    const publisher = made({ prefix, nodeId: "p", nats: lossy.url });
     // A late tail check, so that only the gap's own read-back asks for the subject's last offset.
-    const receiver = made({ prefix, nodeId: "r", nats: lossy.url, tailCheckMs: 60_000 });
-    try {
-      const seen = recorder();
-      await publisher.start(recorder().handlers);
-      await receiver.start(seen.handlers);
-      await receiver.addInterest("feed");
-      const publish = (value: string) =>
-        publisher.publish("feed", new TextEncoder().encode(value), {
-          binary: false,
-          history: { limit: 100 },
-        });
-      const got = () => seen.messages.map((m) => Buffer.from(m.payload).toString());
-      await publish("m1");
-      await waitFor(() => got().length === 1, 5_000, "the first message");
-      // m2's send is lost, and so is the receiver's first request for the subject's last
-      // message when m3 reveals the gap: that read-back fails (its request times out).
-      let lastReadsToLose = 1;
-      lossy.drop = (subject, payload) => {
-        if (subject.startsWith(`${prefix}.c.`)) return payload.includes("m2");
-        if (/^\$JS\.API\.(STREAM\.MSG|DIRECT)\.GET\./.test(subject) && lastReadsToLose > 0) {
-          lastReadsToLose--;
-          return true;
-        }
-        return false;
-      };
-      await publish("m2");
-      await publish("m3");
-      await waitFor(() => got().length === 3, 20_000, "the gap filled by a second read-back");
-      expect(lossy.dropped).toBe(2);
-      expect(got()).toEqual(["m1", "m2", "m3"]);
-      expect(seen.messages.map((m) => m.offset)).toEqual([1, 2, 3]);
-    } finally {
-      await receiver.close();
-      await publisher.close();
-      await lossy.close();
-    }
+    const { prefix, lossy, seen, publish, got } = await lossyFeed("retry-read", {
+      viaProxy: true,
+      tailCheckMs: 60_000,
+    });
+    await publish("m1");
+    await waitFor(() => got().length === 1, 5_000, "the first message");
+    // m2's send is lost, and so is the receiver's first request for the subject's last
+    // message when m3 reveals the gap: that read-back fails (its request times out).
+    let lastReadsToLose = 1;
+    lossy.drop = (subject, payload) => {
+      if (subject.startsWith(`${prefix}.c.`)) return payload.includes("m2");
+      if (/^\$JS\.API\.(STREAM\.MSG|DIRECT)\.GET\./.test(subject) && lastReadsToLose > 0) {
+        lastReadsToLose--;
+        return true;
+      }
+      return false;
+    };
+    await publish("m2");
+    await publish("m3");
+    await waitFor(() => got().length === 3, 20_000, "the gap filled by a second read-back");
+    expect(lossy.dropped).toBe(2);
+    expect(got()).toEqual(["m1", "m2", "m3"]);
+    expect(seen.messages.map((m) => m.offset)).toEqual([1, 2, 3]);
   }, 40_000);
 
   it("reads back sends core NATS lost: a gap a later message reveals, and a lost tail", async () => {
-    const prefix = prefixed("lossy");
-    const lossy = await startLossyNats(nats.port);
-    const publisher = made({ prefix, nodeId: "p", nats: lossy.url });
-    try {
-      const receiver = made({ prefix, nodeId: "r", tailCheckMs: 200 });
-      const seen = recorder();
-      await publisher.start(recorder().handlers);
-      await receiver.start(seen.handlers);
-      await receiver.addInterest("feed");
-      const publish = (value: string) =>
-        publisher.publish("feed", new TextEncoder().encode(value), {
-          binary: false,
-          history: { limit: 100 },
-        });
-      const got = () => seen.messages.map((m) => Buffer.from(m.payload).toString());
-      // The sends of m2, m4 and m5 are lost (each is stored, as a batch of its own).
-      const lost = ["m2", "m4", "m5"];
-      lossy.drop = (subject, payload) =>
-        subject.startsWith(`${prefix}.c.`) && lost.some((m) => payload.includes(m));
-      await publish("m1");
-      await waitFor(() => got().length === 1, 5_000, "the first message");
-      // m3's send shows the gap m2 left.
-      await publish("m2");
-      await publish("m3");
-      await waitFor(() => got().length === 3, 5_000, "the gap filled");
-      // Nothing comes after m4 and m5 to show they are missing.
-      await publish("m4");
-      await publish("m5");
-      await waitFor(() => got().length === 5, 5_000, "the lost tail");
-      expect(lossy.dropped).toBe(3);
-      // Nothing twice, even after further checks.
-      await sleep(500);
-      expect(got()).toEqual(["m1", "m2", "m3", "m4", "m5"]);
-      expect(seen.messages.map((m) => m.offset)).toEqual([1, 2, 3, 4, 5]);
-    } finally {
-      await publisher.close();
-      await lossy.close();
-    }
+    const { prefix, lossy, seen, publish, got } = await lossyFeed("lossy", { tailCheckMs: 200 });
+    // The sends of m2, m4 and m5 are lost (each is stored, as a batch of its own).
+    const lost = ["m2", "m4", "m5"];
+    lossy.drop = (subject, payload) =>
+      subject.startsWith(`${prefix}.c.`) && lost.some((m) => payload.includes(m));
+    await publish("m1");
+    await waitFor(() => got().length === 1, 5_000, "the first message");
+    // m3's send shows the gap m2 left.
+    await publish("m2");
+    await publish("m3");
+    await waitFor(() => got().length === 3, 5_000, "the gap filled");
+    // Nothing comes after m4 and m5 to show they are missing.
+    await publish("m4");
+    await publish("m5");
+    await waitFor(() => got().length === 5, 5_000, "the lost tail");
+    expect(lossy.dropped).toBe(3);
+    // Nothing twice, even after further checks.
+    await sleep(500);
+    expect(got()).toEqual(["m1", "m2", "m3", "m4", "m5"]);
+    expect(seen.messages.map((m) => m.offset)).toEqual([1, 2, 3, 4, 5]);
   }, 30_000);
 });
