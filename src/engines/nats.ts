@@ -125,6 +125,8 @@ const MAX_BATCH_BYTES = 512 * 1024;
 const MAX_PUBLISH_ATTEMPTS = 50;
 /** Reads of a gap before what waited goes out without it; retries after reorderMs, then twice that. */
 const REPAIR_ATTEMPTS = 3;
+/** Reads of a topic's history before a read that keeps ending short is an error. */
+const HISTORY_READS = 2;
 
 export class NatsEngine implements Engine {
   readonly nodeId: string;
@@ -703,19 +705,15 @@ export class NatsEngine implements Engine {
 
   /** The kept messages of a topic, oldest first, as the latest policy allows them. */
   private async history(topic: string, last: Last): Promise<StoredEntry[]> {
-    const entries: StoredEntry[] = [];
-    const consumer = await this.call(() =>
-      // One subject as a string: servers before 2.10 know no list of filters.
-      this.js!.consumers.get(this.stream, { filterSubjects: this.subject("h", topic) }),
-    );
-    try {
-      const messages = await consumer.fetch({ max_messages: 100_000, expires: 2_000 });
-      for await (const msg of messages) {
-        entries.push(...storedEntries(topic, msg.headers, msg.data));
-        if (msg.seq >= last.seq || msg.info.pending === 0) break;
+    let entries: StoredEntry[] | null = null;
+    for (let read = 1; entries === null; read++) {
+      entries = await this.readThrough(topic, last);
+      if (entries === null && read === HISTORY_READS) {
+        throw new EngineError(
+          "ENGINE_UNAVAILABLE",
+          `NATS: the history of ${topic} ended short of stream sequence ${last.seq} in ${read} reads`,
+        );
       }
-    } finally {
-      await consumer.delete().catch(() => {});
     }
     const newest = entries.at(-1);
     if (newest === undefined || newest.epoch !== last.epoch) return [];
@@ -732,6 +730,37 @@ export class NatsEngine implements Engine {
       // Expired entries are a prefix; anything older than a surviving one survives too.
     }
     return window;
+  }
+
+  /**
+   * Every stored entry of a topic up to the stream sequence of `last`, oldest first; null when
+   * the read ended before it. A fetch ends early when it expires with messages still to come,
+   * and an ordered consumer ends a fetch at a gap in its delivery sequence (a delivery lost on
+   * the way): what was read then stops short of the end, or has a hole, and taken for the whole
+   * history it would lose messages without a trace.
+   */
+  private async readThrough(topic: string, last: Last): Promise<StoredEntry[] | null> {
+    const entries: StoredEntry[] = [];
+    let through = false;
+    const consumer = await this.call(() =>
+      // One subject as a string: servers before 2.10 know no list of filters.
+      this.js!.consumers.get(this.stream, { filterSubjects: this.subject("h", topic) }),
+    );
+    try {
+      const messages = await consumer.fetch({ max_messages: 100_000, expires: 2_000 });
+      for await (const msg of messages) {
+        entries.push(...storedEntries(topic, msg.headers, msg.data));
+        // A later message than `last` (published since) may stand in for it: a purge since
+        // may have removed `last` itself, never the subject's newest.
+        if (msg.seq >= last.seq) {
+          through = true;
+          break;
+        }
+      }
+    } finally {
+      await consumer.delete().catch(() => {});
+    }
+    return through ? entries : null;
   }
 
   /** Trims a subject to its newest `keep` messages now and then (reads apply the exact policy). */

@@ -1,19 +1,57 @@
-// A TCP proxy on 127.0.0.1 in front of a NATS server that loses chosen publishes, as core NATS
-// may (it is at-most-once): a client's PUB or HPUB that `drop` picks (by subject and the
-// bytes of its headers and payload) never reaches the server. Everything else passes unchanged, both ways.
+// A TCP proxy on 127.0.0.1 in front of a NATS server that loses chosen messages, as core NATS
+// may (it is at-most-once): a client's PUB or HPUB that `drop` picks (by subject and the bytes
+// of its headers and payload) never reaches the server, and a MSG or HMSG that `dropDelivery`
+// picks (by subject, reply subject and bytes) never reaches the client. Everything else passes
+// unchanged, both ways.
 import { once } from "node:events";
 import { connect, createServer, type Socket } from "node:net";
 
 export interface LossyNats {
   readonly url: string;
-  /** Publishes dropped so far. */
+  /** Messages dropped so far, both ways. */
   readonly dropped: number;
   /** Publishes this picks are dropped from now on (null: none). */
   drop: ((subject: string, payload: Buffer) => boolean) | null;
+  /** Deliveries to a client this picks are dropped from now on (null: none). */
+  dropDelivery: ((subject: string, reply: string, payload: Buffer) => boolean) | null;
   close(): Promise<void>;
 }
 
 const CRLF = Buffer.from("\r\n");
+
+/** The operations that carry a payload, with its byte count as their line's last word. */
+const WITH_PAYLOAD = new Set(["PUB", "HPUB", "MSG", "HMSG"]);
+
+interface Operation {
+  op: string;
+  words: string[];
+  payload: Buffer;
+  bytes: Buffer;
+}
+
+/** Splits a stream of protocol bytes into whole operations: a line, plus any payload it announces. */
+function operations(onOperation: (operation: Operation) => void): (chunk: Buffer) => void {
+  let pending: Buffer = Buffer.alloc(0);
+  return (chunk) => {
+    pending = pending.length === 0 ? chunk : Buffer.concat([pending, chunk]);
+    for (;;) {
+      const eol = pending.indexOf(CRLF);
+      if (eol === -1) break;
+      const words = pending
+        .subarray(0, eol)
+        .toString("latin1")
+        .split(" ")
+        .filter((word) => word !== "");
+      const op = (words[0] ?? "").toUpperCase();
+      let end = eol + 2;
+      if (WITH_PAYLOAD.has(op)) end += Number(words.at(-1)) + 2;
+      if (pending.length < end) break;
+      const bytes = pending.subarray(0, end);
+      pending = pending.subarray(end);
+      onOperation({ op, words, payload: bytes.subarray(eol + 2, end - 2), bytes });
+    }
+  };
+}
 
 export async function startLossyNats(natsPort: number): Promise<LossyNats> {
   const sockets = new Set<Socket>();
@@ -27,6 +65,7 @@ export async function startLossyNats(natsPort: number): Promise<LossyNats> {
       return dropped;
     },
     drop: null,
+    dropDelivery: null,
     close: async () => {
       for (const socket of sockets) socket.destroy();
       server.close();
@@ -44,30 +83,32 @@ export async function startLossyNats(natsPort: number): Promise<LossyNats> {
         upstream.destroy();
       });
     }
-    upstream.pipe(client);
-    let pending: Buffer = Buffer.alloc(0);
-    client.on("data", (chunk: Buffer) => {
-      pending = pending.length === 0 ? chunk : Buffer.concat([pending, chunk]);
-      // Whole protocol operations only: a line, plus the payload a PUB or HPUB announces.
-      for (;;) {
-        const eol = pending.indexOf(CRLF);
-        if (eol === -1) break;
-        const line = pending.subarray(0, eol).toString("latin1");
-        const words = line.split(" ").filter((word) => word !== "");
-        const op = (words[0] ?? "").toUpperCase();
-        let end = eol + 2;
-        if (op === "PUB" || op === "HPUB") end += Number(words.at(-1)) + 2;
-        if (pending.length < end) break;
-        const operation = pending.subarray(0, end);
-        pending = pending.subarray(end);
-        const payload = operation.subarray(eol + 2, end - 2);
+    client.on(
+      "data",
+      operations(({ op, words, payload, bytes }) => {
         if ((op === "PUB" || op === "HPUB") && proxy.drop?.(words[1] ?? "", payload) === true) {
           dropped++;
-          continue;
+          return;
         }
-        upstream.write(operation);
-      }
-    });
+        upstream.write(bytes);
+      }),
+    );
+    upstream.on(
+      "data",
+      operations(({ op, words, payload, bytes }) => {
+        // MSG <subject> <sid> [reply] <bytes>; HMSG <subject> <sid> [reply] <header bytes> <bytes>
+        const withReply = words.length === (op === "HMSG" ? 6 : 5);
+        const reply = withReply ? words[3]! : "";
+        if (
+          (op === "MSG" || op === "HMSG") &&
+          proxy.dropDelivery?.(words[1] ?? "", reply, payload) === true
+        ) {
+          dropped++;
+          return;
+        }
+        client.write(bytes);
+      }),
+    );
   });
   server.listen(0, "127.0.0.1");
   await once(server, "listening");

@@ -226,6 +226,53 @@ describe.skipIf(binary === undefined)("NATS engine: brokers and nodes failing", 
     expect(seen.messages.map((m) => m.offset)).toEqual([1, 2, 3]);
   }, 40_000);
 
+  it("does not take a read-back cut short by a lost delivery for the whole gap", async () => {
+    const { prefix, lossy, seen, publish, got } = await lossyFeed("short-read", {
+      viaProxy: true,
+      tailCheckMs: 60_000,
+    });
+    await publish("m1");
+    await waitFor(() => got().length === 1, 5_000, "the first message");
+    // m2's send is lost, and so is m2 the first time the stream delivers it to the receiver's
+    // read-back: the read's ordered consumer sees the hole and ends there, short of m3.
+    let deliveriesToLose = 1;
+    lossy.drop = (subject, payload) => subject.startsWith(`${prefix}.c.`) && payload.includes("m2");
+    lossy.dropDelivery = (_subject, reply, payload) => {
+      if (!reply.startsWith("$JS.ACK.") || !payload.includes("m2") || deliveriesToLose === 0) {
+        return false;
+      }
+      deliveriesToLose--;
+      return true;
+    };
+    await publish("m2");
+    await publish("m3");
+    await waitFor(() => got().length === 3, 20_000, "the gap filled by a whole read");
+    expect(lossy.dropped).toBe(2);
+    expect(got()).toEqual(["m1", "m2", "m3"]);
+    expect(seen.messages.map((m) => m.offset)).toEqual([1, 2, 3]);
+  }, 40_000);
+
+  it("fails a recovery whose history reads keep losing a delivery, rather than skip a message", async () => {
+    const { lossy, seen, publish, got } = await lossyFeed("short-recover", { viaProxy: true });
+    const receiver = engines.at(-1)!;
+    for (const value of ["m1", "m2", "m3"]) await publish(value);
+    await waitFor(() => got().length === 3, 5_000, "the messages");
+    const epoch = seen.messages[0]!.epoch;
+    lossy.dropDelivery = (_subject, reply, payload) =>
+      reply.startsWith("$JS.ACK.") && payload.includes("m2");
+    await expect(receiver.recover("feed", { epoch, offset: 0 })).rejects.toMatchObject({
+      code: "ENGINE_UNAVAILABLE",
+      message: expect.stringContaining("ended short"),
+    });
+    expect(lossy.dropped).toBe(2);
+    lossy.dropDelivery = null;
+    const recovery = await receiver.recover("feed", { epoch, offset: 0 });
+    const values = recovery.ok
+      ? recovery.messages.map((m) => Buffer.from(m.payload).toString())
+      : [];
+    expect(values).toEqual(["m1", "m2", "m3"]);
+  }, 40_000);
+
   it("reads back sends core NATS lost: a gap a later message reveals, and a lost tail", async () => {
     const { prefix, lossy, seen, publish, got } = await lossyFeed("lossy", { tailCheckMs: 200 });
     // The sends of m2, m4 and m5 are lost (each is stored, as a batch of its own).
