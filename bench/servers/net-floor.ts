@@ -42,8 +42,10 @@ const server = createServer((socket) => {
   let upgraded = false;
   socket.on("data", (chunk: Buffer) => {
     if (upgraded) {
-      // The client's close frame (or anything else): the closing handshake's answer and FIN.
-      socket.end(CLOSE_1000);
+      // The client's close frame (or anything else): the closing handshake's answer and FIN,
+      // and the socket closed once they are written, as section 7.1.1 has a server do after
+      // the closing handshake (the client's FIN is not waited for).
+      socket.end(CLOSE_1000, () => socket.destroy());
       return;
     }
     head += chunk.toString("latin1");

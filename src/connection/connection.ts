@@ -356,6 +356,9 @@ export class WebSocketConnection extends EventEmitter<WebSocketConnectionEvents>
   private static readonly socketEnd = function (this: Duplex): void {
     (this as SocketWithConnection)[CONNECTION].onEnd();
   };
+  private static readonly socketFinish = function (this: Duplex): void {
+    this.destroy();
+  };
   private static readonly socketClose = function (this: Duplex): void {
     (this as SocketWithConnection)[CONNECTION].onSocketClose();
   };
@@ -540,7 +543,16 @@ export class WebSocketConnection extends EventEmitter<WebSocketConnectionEvents>
       this.endAfterFlush = false;
       // The peer's FIN after our own (the usual end of a closing handshake) asks again: a second
       // end() would make node build an error, stack trace and all, only to hand it to nobody.
-      if (!this.socket.destroyed && !this.socket.writableEnded) this.socket.end();
+      if (!this.socket.destroyed && !this.socket.writableEnded) {
+        this.socket.end();
+        // Section 7.1.1: once both close frames have crossed, "the server MUST close the
+        // underlying TCP connection immediately". The peer sends nothing after its close frame,
+        // so waiting for its FIN would only cost a wake-up and a read per connection: once our
+        // close frame and FIN are with the operating system, the socket goes.
+        if (this.core.role === "server" && this.core.closedCleanly) {
+          this.socket.once("finish", WebSocketConnection.socketFinish);
+        }
+      }
     }
   }
 

@@ -152,6 +152,11 @@ export class Protocol {
     return this.closeState;
   }
 
+  /** Both close frames crossed and the connection was not failed (section 7.1.4 "cleanly"). */
+  get closedCleanly(): boolean {
+    return this.closeState !== null && this.closeState.handshakeComplete && !this.closeState.failed;
+  }
+
   get state(): ConnectionState {
     return this.closeState === null ? "open" : this.closeState.state;
   }

@@ -860,13 +860,53 @@ describe("closing handshake", () => {
     expect(atClient.closes.length).toBe(1);
   });
 
-  it("reports the receiving side as closing until the transport is gone", async () => {
+  it("closes a server's transport once its close reply and FIN are written (section 7.1.1)", async () => {
+    // A peer that never sends its FIN: the server does not wait for it after a clean handshake.
     const { ws, peer } = rawPeer("server", {}, { swallow: true });
     const rec = record(ws);
     peer.send(fromClient(Opcode.Close, closePayload(1000)));
-    // The server answers and half-closes (section 7.1.1), then waits for the client's FIN.
+    expect(await within(rec.closed, WAIT, "the close event")).toEqual({ code: 1000, reason: "" });
+    expect(ws.readyState).toBe("closed");
+    await waitUntil(() => peer.ended(), WAIT, "the server's FIN");
+    expect(peer.frames().map((f) => [f.opcode, f.payload])).toEqual([
+      [Opcode.Close, closePayload(1000)],
+    ]);
+  });
+
+  it("closes a server's transport at once when the peer answers the server's close", async () => {
+    const { ws, peer } = rawPeer("server", {}, { swallow: true });
+    const rec = record(ws);
+    ws.close(4000, "done");
+    await waitUntil(() => peer.frames().length === 1, WAIT, "the close frame");
+    expect(ws.readyState).toBe("closing");
+    peer.send(fromClient(Opcode.Close, closePayload(4000)));
+    expect(await within(rec.closed, WAIT, "the close event")).toEqual({ code: 4000, reason: "" });
+    await waitUntil(() => peer.ended(), WAIT, "the server's FIN");
+  });
+
+  it("waits for the peer's FIN after failing the connection, so its late bytes meet no reset", async () => {
+    const { ws, peer } = rawPeer("server", {}, { swallow: true });
+    const rec = record(ws, { errors: false });
+    peer.send(fromClient(0x3, "reserved opcode"));
     await waitUntil(() => peer.ended(), WAIT, "the server to half-close");
     expect(peer.frames().map((f) => f.opcode)).toEqual([Opcode.Close]);
+    await turns(5);
+    expect(ws.readyState).toBe("closing");
+    expect(rec.closes).toEqual([]);
+    peer.end.end();
+    // No close frame came from the peer: 1006 (section 7.1.5).
+    expect((await within(rec.closed, WAIT, "the close event")).code).toBe(1006);
+  });
+
+  it("reports a client as closing until the server closes the transport", async () => {
+    const { ws, peer } = rawPeer("client", {}, { swallow: true });
+    const rec = record(ws);
+    peer.send(fromServer(Opcode.Close, closePayload(1000)));
+    // The client answers and waits for the server to close TCP first (section 7.1.1).
+    await waitUntil(() => peer.frames().length === 1, WAIT, "the client's close reply");
+    expect(peer.frames().map((f) => f.opcode)).toEqual([Opcode.Close]);
+    await turns(5);
+    expect(peer.ended()).toBe(false);
     expect(ws.readyState).toBe("closing");
     expect(ws.send("too late")).toBe(false);
     expect(rec.closes).toEqual([]);
@@ -1182,6 +1222,8 @@ describe("protocol errors", () => {
     expect(await within(rec.closed, WAIT, "the close event")).toEqual({ code: 1000, reason: "" });
     expect(rec.messages.map((m) => m.data.toString())).toEqual(["ok"]);
     expect(rec.errors).toEqual([]);
+    // The server closes at once after the handshake; the bytes reach the peer after that.
+    await waitUntil(() => peer.ended(), WAIT, "the server's FIN");
     expect(peer.frames().map((f) => [f.opcode, f.payload])).toEqual([
       [Opcode.Close, closePayload(1000)],
     ]);

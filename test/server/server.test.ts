@@ -84,9 +84,15 @@ interface RawResponse {
 async function rawExchange(
   port: number,
   request: string | Buffer,
-  options: { extraWait?: (rest: Buffer) => boolean; keep?: boolean; wait?: number } = {},
+  options: {
+    extraWait?: (rest: Buffer) => boolean;
+    keep?: boolean;
+    wait?: number;
+    /** Keep our side open after the server's FIN (net's allowHalfOpen). */
+    halfOpen?: boolean;
+  } = {},
 ): Promise<RawResponse & { socket: import("node:net").Socket }> {
-  const socket = netConnect(port, "127.0.0.1");
+  const socket = netConnect({ port, host: "127.0.0.1", allowHalfOpen: options.halfOpen ?? false });
   cleanups.push(() => socket.destroy());
   socket.on("error", () => undefined);
   socket.write(request);
@@ -188,6 +194,32 @@ describe("createServer and connect", () => {
     ws.close(1000, "done");
     await closeEvent(ws);
     await waitUntil(() => server.connections.size === 0, WAIT, "the server to forget it");
+  });
+
+  it("closes TCP right after the closing handshake, without waiting for the client's FIN", async () => {
+    // A close timeout far past WAIT: a server waiting for the FIN would not close in time.
+    const { server, accepted } = await echoServer({ closeTimeout: 30_000 });
+    const { rest, socket } = await rawExchange(server.port, upgradeRequest(), {
+      keep: true,
+      halfOpen: true,
+    });
+    expect(rest.length).toBe(0);
+    await waitUntil(() => accepted.length === 1, WAIT, "the connection");
+    const closed = closeEvent(accepted[0]!.ws);
+    let received = Buffer.alloc(0);
+    socket.on("data", (chunk: Buffer) => {
+      received = Buffer.concat([received, chunk]);
+    });
+    const fin = once(socket, "end");
+    // The client's close frame, and never its FIN (the socket stays open for writing).
+    socket.write(rawFrame(0x8, Buffer.from([0x03, 0xe8]), { mask: true }));
+    await within(fin, WAIT, "the server's FIN");
+    expect(await closed).toEqual({ code: 1000, reason: "" });
+    expect(parseFrames(received).map((f) => [f.opcode, [...f.payload]])).toEqual([
+      [0x8, [0x03, 0xe8]],
+    ]);
+    await waitUntil(() => server.connections.size === 0, WAIT, "the server to forget it");
+    expect(socket.writableEnded).toBe(false);
   });
 
   // Regression: bytes node:http read past the request head (`head`) were parsed inside the
