@@ -154,7 +154,8 @@ export class Protocol {
 
   /** Both close frames crossed and the connection was not failed (section 7.1.4 "cleanly"). */
   get closedCleanly(): boolean {
-    return this.closeState !== null && this.closeState.handshakeComplete && !this.closeState.failed;
+    const close = this.closeState;
+    return close?.handshakeComplete === true && !close.failed;
   }
 
   get state(): ConnectionState {

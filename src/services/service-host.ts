@@ -154,6 +154,26 @@ interface Instance {
 }
 
 const RETRY_BROKEN_MS = 1_000;
+/**
+ * How long after a post to a runtime in another thread or process a batch holding nothing but
+ * notifications waits for more. Each post wakes the other side, and in a burst of connections
+ * (a reconnect storm) the opens and closes of one event-loop turn made a post each: about 1 per
+ * connection, with its wake-up, costing more than everything else the service's thread did for
+ * the connection. Under such load they now travel a millisecond's worth at a time; a runtime
+ * that was not posted to for a millisecond gets them at the end of the turn, as before.
+ */
+const COALESCE_MS = 1;
+/**
+ * The events that may wait (COALESCE_MS): nobody is held up for them. An upgrade decision or a
+ * reply is awaited, and a message goes at the end of the turn, taking what waited with it.
+ */
+const COALESCED: Readonly<Record<number, boolean>> = {
+  [Event.Open]: true,
+  [Event.Close]: true,
+  [Event.Error]: true,
+  [Event.Presence]: true,
+  [Event.UpgradeAbandoned]: true,
+};
 const BINARY = { binary: true } as const;
 const TEXT = { binary: false } as const;
 
@@ -171,6 +191,10 @@ export class ServiceHost {
   private pending: BatchRecord[] = [];
   private pendingBytes = 0;
   private flushScheduled = false;
+  /** A coalesced flush of notifications (see COALESCE_MS), when one is waiting. */
+  private flushTimer: NodeJS.Timeout | null = null;
+  /** When the last batch went to the runtime (performance.now()). */
+  private lastPostAt = Number.NEGATIVE_INFINITY;
   /**
    * While a recycled batch is read: the connections given views of its payloads, which must let
    * go of them before its buffer goes back (release()).
@@ -619,7 +643,7 @@ export class ServiceHost {
     } else {
       this.instance.writer.add(record);
     }
-    this.scheduleFlush();
+    this.scheduleFlush(COALESCED[record[0] as number] === true && this.instance.transport.packs);
   }
 
   /** A client's message: the hot path in. */
@@ -660,14 +684,34 @@ export class ServiceHost {
     this.pendingBytes = 0;
   }
 
-  private scheduleFlush(): void {
+  /**
+   * Posts what was gathered at the end of this turn; with `coalesce`, a notification waits
+   * instead for COALESCE_MS after the last post, unless something more urgent comes first.
+   */
+  private scheduleFlush(coalesce = false): void {
     if (this.flushScheduled) return;
+    if (coalesce) {
+      const wait = this.lastPostAt + COALESCE_MS - performance.now();
+      if (wait > 0) {
+        this.flushTimer ??= setTimeout(this.timedFlush, wait);
+        return;
+      }
+    }
     this.flushScheduled = true;
     setImmediate(() => this.flush());
   }
 
+  private readonly timedFlush = (): void => {
+    this.flushTimer = null;
+    if (!this.flushScheduled) this.flush();
+  };
+
   private flush(): void {
     this.flushScheduled = false;
+    if (this.flushTimer !== null) {
+      clearTimeout(this.flushTimer);
+      this.flushTimer = null;
+    }
     const instance = this.instance;
     if (instance === null) return;
     this.sendGathered(instance);
@@ -695,6 +739,7 @@ export class ServiceHost {
       instance.inFlightBytes += bytes;
       this.updateOverload(instance);
     }
+    this.lastPostAt = performance.now();
     instance.transport.post(batch, transfer);
   }
 
