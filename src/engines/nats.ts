@@ -706,14 +706,14 @@ export class NatsEngine implements Engine {
   /** The kept messages of a topic, oldest first, as the latest policy allows them. */
   private async history(topic: string, last: Last): Promise<StoredEntry[]> {
     let entries: StoredEntry[] | null = null;
-    for (let read = 1; entries === null; read++) {
+    for (let read = 0; read < HISTORY_READS && entries === null; read++) {
       entries = await this.readThrough(topic, last);
-      if (entries === null && read === HISTORY_READS) {
-        throw new EngineError(
-          "ENGINE_UNAVAILABLE",
-          `NATS: the history of ${topic} ended short of stream sequence ${last.seq} in ${read} reads`,
-        );
-      }
+    }
+    if (entries === null) {
+      throw new EngineError(
+        "ENGINE_UNAVAILABLE",
+        `NATS: the history of ${topic} ended short of stream sequence ${last.seq} in ${HISTORY_READS} reads`,
+      );
     }
     const newest = entries.at(-1);
     if (newest === undefined || newest.epoch !== last.epoch) return [];

@@ -263,7 +263,7 @@ export class Protocol {
     return {
       code: this.close.code,
       reason: this.close.reason,
-      wasClean: this.close.handshakeComplete && !this.close.failed,
+      wasClean: this.closedCleanly,
     };
   }
 

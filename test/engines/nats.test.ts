@@ -199,57 +199,62 @@ describe.skipIf(binary === undefined)("NATS engine: brokers and nodes failing", 
     expect(new Set(offsets).size).toBe(offsets.length);
   }, 60_000);
 
-  it("reads a lost send back even when its first read-back fails", async () => {
-    // A late tail check, so that only the gap's own read-back asks for the subject's last offset.
-    const { prefix, lossy, seen, publish, got } = await lossyFeed("retry-read", {
+  /**
+   * A receiver behind the proxy with a late tail check (so that only a gap's own read-back reads
+   * the stream): m1 arrives, then m2's send is lost and `alsoLose` picks what else the proxy
+   * drops (one more message); m3 reveals the gap, and m2 and m3 must arrive in order.
+   */
+  async function fillsGapDespite(
+    label: string,
+    what: string,
+    alsoLose: (lossy: LossyNats) => void,
+  ): Promise<void> {
+    const { prefix, lossy, seen, publish, got } = await lossyFeed(label, {
       viaProxy: true,
       tailCheckMs: 60_000,
     });
     await publish("m1");
     await waitFor(() => got().length === 1, 5_000, "the first message");
-    // m2's send is lost, and so is the receiver's first request for the subject's last
-    // message when m3 reveals the gap: that read-back fails (its request times out).
-    let lastReadsToLose = 1;
-    lossy.drop = (subject, payload) => {
-      if (subject.startsWith(`${prefix}.c.`)) return payload.includes("m2");
-      if (/^\$JS\.API\.(STREAM\.MSG|DIRECT)\.GET\./.test(subject) && lastReadsToLose > 0) {
-        lastReadsToLose--;
-        return true;
-      }
-      return false;
-    };
+    lossy.drop = (subject, payload) => subject.startsWith(`${prefix}.c.`) && payload.includes("m2");
+    alsoLose(lossy);
     await publish("m2");
     await publish("m3");
-    await waitFor(() => got().length === 3, 20_000, "the gap filled by a second read-back");
+    await waitFor(() => got().length === 3, 20_000, what);
     expect(lossy.dropped).toBe(2);
     expect(got()).toEqual(["m1", "m2", "m3"]);
     expect(seen.messages.map((m) => m.offset)).toEqual([1, 2, 3]);
+  }
+
+  it("reads a lost send back even when its first read-back fails", async () => {
+    // The receiver's first request for the subject's last message, when m3 reveals the gap, is
+    // lost too: that read-back fails (its request times out).
+    await fillsGapDespite("retry-read", "the gap filled by a second read-back", (lossy) => {
+      const lostSend = lossy.drop!;
+      let lastReadsToLose = 1;
+      lossy.drop = (subject, payload) => {
+        if (lostSend(subject, payload)) return true;
+        if (/^\$JS\.API\.(STREAM\.MSG|DIRECT)\.GET\./.test(subject) && lastReadsToLose > 0) {
+          lastReadsToLose--;
+          return true;
+        }
+        return false;
+      };
+    });
   }, 40_000);
 
   it("does not take a read-back cut short by a lost delivery for the whole gap", async () => {
-    const { prefix, lossy, seen, publish, got } = await lossyFeed("short-read", {
-      viaProxy: true,
-      tailCheckMs: 60_000,
+    // m2 is lost too the first time the stream delivers it to the receiver's read-back: the
+    // read's ordered consumer sees the hole and ends there, short of m3.
+    await fillsGapDespite("short-read", "the gap filled by a whole read", (lossy) => {
+      let deliveriesToLose = 1;
+      lossy.dropDelivery = (_subject, reply, payload) => {
+        if (!reply.startsWith("$JS.ACK.") || !payload.includes("m2") || deliveriesToLose === 0) {
+          return false;
+        }
+        deliveriesToLose--;
+        return true;
+      };
     });
-    await publish("m1");
-    await waitFor(() => got().length === 1, 5_000, "the first message");
-    // m2's send is lost, and so is m2 the first time the stream delivers it to the receiver's
-    // read-back: the read's ordered consumer sees the hole and ends there, short of m3.
-    let deliveriesToLose = 1;
-    lossy.drop = (subject, payload) => subject.startsWith(`${prefix}.c.`) && payload.includes("m2");
-    lossy.dropDelivery = (_subject, reply, payload) => {
-      if (!reply.startsWith("$JS.ACK.") || !payload.includes("m2") || deliveriesToLose === 0) {
-        return false;
-      }
-      deliveriesToLose--;
-      return true;
-    };
-    await publish("m2");
-    await publish("m3");
-    await waitFor(() => got().length === 3, 20_000, "the gap filled by a whole read");
-    expect(lossy.dropped).toBe(2);
-    expect(got()).toEqual(["m1", "m2", "m3"]);
-    expect(seen.messages.map((m) => m.offset)).toEqual([1, 2, 3]);
   }, 40_000);
 
   it("fails a recovery whose history reads keep losing a delivery, rather than skip a message", async () => {
